@@ -1,6 +1,6 @@
 """Generate the Python contracts in libs/utimesh from protos/ (the one command; never edit output).
 
-Usage: python tools/gen_protos.py [--check]
+Usage: python protos/generate.py [--check]
   --check   generate into a temporary folder and fail if the checked-in code differs.
 """
 
@@ -15,7 +15,7 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # protos/generate.py -> repository root
 PROTOS = ROOT / "protos"
 OUT = ROOT / "libs"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")

@@ -1,0 +1,44 @@
+# utimesh developer commands. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install utimesh with its dev extras
+
+demo: $(STAMP) ## Run the demo: start the triage service and assess sample patients through it
+	$(BIN)/utimesh demo
+
+test: $(STAMP) ## Run the test suite (slow suites excluded)
+	$(BIN)/python -m pytest
+
+protos: $(STAMP) ## Regenerate libs/utimesh/**/v1 from protos/
+	$(BIN)/python protos/generate.py
+
+lint: $(STAMP) ## ruff, mypy --strict, buf lint, generated-code freshness
+	$(BIN)/ruff check libs services tests protos
+	$(BIN)/ruff format --check libs services tests protos
+	$(BIN)/mypy libs/utimesh services
+	$(BIN)/python protos/generate.py --check
+	npx --yes @bufbuild/buf@1.75.0 lint
+
+bench: $(STAMP) ## Benchmarks (engine, gRPC); prints tables
+	$(BIN)/python -m tests.bench.bench_triage
+
+clean: ## Remove caches (keeps .venv)
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
+	find . -name __pycache__ -prune -exec rm -rf {} +
+
+.PHONY: help install demo test protos lint bench clean

@@ -1,0 +1,25 @@
+"""The `utimesh` command line: triage patients, run services, run the demo."""
+
+from __future__ import annotations
+
+import click
+
+from utimesh.cli.demo import demo
+from utimesh.cli.serve import serve
+from utimesh.cli.triage import ruleset, triage
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="utimesh")
+def cli() -> None:
+    """utimesh: pharmacist UTI care. Every result is a draft for prescriber sign-off."""
+
+
+cli.add_command(triage)
+cli.add_command(ruleset)
+cli.add_command(serve)
+cli.add_command(demo)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,3 @@
+from utimesh.cli import main
+
+main()

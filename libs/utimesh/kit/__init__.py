@@ -1,0 +1,1 @@
+"""Shared service kit: error tree, gRPC server bootstrap, interceptors, logging, settings, channels."""

@@ -1,0 +1,1 @@
+"""utimesh services: one package per service (domain, ports, adapters, servicer, composition root)."""

@@ -1,0 +1,1 @@
+"""The triage service: the deterministic rules engine (utimesh.rules) behind gRPC."""

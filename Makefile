@@ -32,7 +32,7 @@ lint: $(STAMP) ## ruff, mypy --strict, buf lint, generated-code freshness
 	$(BIN)/ruff format --check libs services tests protos
 	$(BIN)/mypy libs/utimesh services
 	$(BIN)/python protos/generate.py --check
-	npx --yes @bufbuild/buf@1.75.0 lint
+	cd protos && npx --yes @bufbuild/buf@1.75.0 lint
 
 bench: $(STAMP) ## Benchmarks (engine, gRPC); prints tables
 	$(BIN)/python -m tests.bench.bench_triage

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import filecmp
-import shutil
 import subprocess
 import sys
 import sysconfig
@@ -37,10 +36,16 @@ def generate(out: Path) -> None:
     import grpc_tools
 
     bindir = Path(sys.executable).parent
-    includes = [str(PROTOS), str(Path(grpc_tools.__file__).parent / "_proto"), sysconfig.get_paths()["purelib"]]
+    includes = [
+        str(PROTOS),
+        str(Path(grpc_tools.__file__).parent / "_proto"),
+        sysconfig.get_paths()["purelib"],
+    ]
     protos = [str(p.relative_to(PROTOS)) for p in proto_files()]
     cmd = [
-        sys.executable, "-m", "grpc_tools.protoc",
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
         *[f"-I{i}" for i in includes],
         f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
@@ -70,7 +75,9 @@ def check() -> int:
         problems = [f"missing: {p}" for p in sorted(want - have)]
         problems += [f"stale (no proto generates it): {p}" for p in sorted(have - want)]
         problems += [
-            f"differs: {p}" for p in sorted(want & have) if not filecmp.cmp(fresh / p, OUT / p, shallow=False)
+            f"differs: {p}"
+            for p in sorted(want & have)
+            if not filecmp.cmp(fresh / p, OUT / p, shallow=False)
         ]
     if problems:
         print("generated code is out of date; run `make protos`:", *problems, sep="\n  ")
@@ -80,7 +87,9 @@ def check() -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--check", action="store_true", help="verify instead of writing")
     args = parser.parse_args()
     if args.check:
@@ -88,7 +97,9 @@ def main() -> int:
     for stale in generated_files(OUT):
         stale.unlink()
     generate(OUT)
-    print(f"generated {len(generated_files(OUT))} files from {len(proto_files())} protos into {OUT}")
+    print(
+        f"generated {len(generated_files(OUT))} files from {len(proto_files())} protos into {OUT}"
+    )
     return 0
 
 

@@ -12,7 +12,9 @@ import pytest
 from utimesh.rules import Knowledge, TriageEngine, load_knowledge
 
 REPO = Path(__file__).resolve().parent.parent
-CASES_PATH = Path(os.environ.get("UTIMESH_CASES", REPO.parent / "shared" / "clinical" / "cases.json"))
+CASES_PATH = Path(
+    os.environ.get("UTIMESH_CASES", REPO.parent / "shared" / "clinical" / "cases.json")
+)
 
 
 def load_cases() -> list[dict[str, Any]]:
@@ -30,7 +32,13 @@ CASES = load_cases()
 
 def case_params() -> list[Any]:
     if not CASES:
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"no development cases at {CASES_PATH}"), id="no-cases")]
+        return [
+            pytest.param(
+                None,
+                marks=pytest.mark.skip(reason=f"no development cases at {CASES_PATH}"),
+                id="no-cases",
+            )
+        ]
     return [pytest.param(c, id=c["id"]) for c in CASES]
 
 

@@ -32,7 +32,9 @@ def build_spec(engine: TriageEngine) -> ServiceSpec:
     def register(server: grpc.aio.Server) -> None:
         triage_pb2_grpc.add_TriageServiceServicer_to_server(servicer, server)
 
-    return ServiceSpec(name="triage", service_names=(SERVICE_NAME,), register=register, domain=DOMAIN)
+    return ServiceSpec(
+        name="triage", service_names=(SERVICE_NAME,), register=register, domain=DOMAIN
+    )
 
 
 def run(settings: TriageSettings, on_started: Callable[[int], None] | None = None) -> None:

@@ -29,15 +29,22 @@ class TriageServicer(triage_pb2_grpc.TriageServiceServicer):
             raise InvalidArgument(
                 str(exc),
                 reason="UNKNOWN_PROFILE",
-                violations=[FieldViolation("profile", f"must be one of {', '.join(exc.available)}", "UNKNOWN_PROFILE")],
+                violations=[
+                    FieldViolation(
+                        "profile", f"must be one of {', '.join(exc.available)}", "UNKNOWN_PROFILE"
+                    )
+                ],
                 metadata={"profile": profile[:64]},
             ) from None
 
     def _assess(self, intake_msg: pb.Intake, has_intake: bool, profile: str) -> Assessment:
         ruleset = self._ruleset(profile)
         if not has_intake:
-            raise InvalidArgument("intake is required", reason="MISSING_INTAKE",
-                                  violations=[FieldViolation("intake", "is required", "REQUIRED")])
+            raise InvalidArgument(
+                "intake is required",
+                reason="MISSING_INTAKE",
+                violations=[FieldViolation("intake", "is required", "REQUIRED")],
+            )
         intake = intake_from_proto(intake_msg)
         # Missing answers are clinical facts (DATA-001 refers); impossible values are client bugs.
         invalid = [p for p in intake_problems(intake) if p.kind == "invalid"]
@@ -45,25 +52,42 @@ class TriageServicer(triage_pb2_grpc.TriageServiceServicer):
             raise InvalidArgument(
                 f"the intake has {len(invalid)} invalid field(s)",
                 reason="INVALID_INTAKE",
-                violations=[FieldViolation(f"intake.{proto_path(p.path)}", p.message, "INVALID_VALUE") for p in invalid],
+                violations=[
+                    FieldViolation(f"intake.{proto_path(p.path)}", p.message, "INVALID_VALUE")
+                    for p in invalid
+                ],
             )
         return self.engine.assess(intake, ruleset.id)
 
-    async def AssessPatient(self, request: tpb.AssessPatientRequest, context: grpc.aio.ServicerContext) -> tpb.AssessPatientResponse:
+    async def AssessPatient(
+        self, request: tpb.AssessPatientRequest, context: grpc.aio.ServicerContext
+    ) -> tpb.AssessPatientResponse:
         assessment = self._assess(request.intake, request.HasField("intake"), request.profile)
         return assessment_to_proto(assessment)
 
-    async def ValidatePlan(self, request: tpb.ValidatePlanRequest, context: grpc.aio.ServicerContext) -> tpb.ValidatePlanResponse:
+    async def ValidatePlan(
+        self, request: tpb.ValidatePlanRequest, context: grpc.aio.ServicerContext
+    ) -> tpb.ValidatePlanResponse:
         if not request.HasField("proposed_regimen"):
-            raise InvalidArgument("proposed_regimen is required", reason="MISSING_REGIMEN",
-                                  violations=[FieldViolation("proposed_regimen", "is required", "REQUIRED")])
+            raise InvalidArgument(
+                "proposed_regimen is required",
+                reason="MISSING_REGIMEN",
+                violations=[FieldViolation("proposed_regimen", "is required", "REQUIRED")],
+            )
         try:
             proposed = regimen_from_proto(request.proposed_regimen)
         except RegimenError as exc:
-            raise InvalidArgument(str(exc), reason="INVALID_REGIMEN",
-                                  violations=[FieldViolation(f"proposed_regimen.{exc.field}", str(exc), "INVALID_VALUE")]) from None
+            raise InvalidArgument(
+                str(exc),
+                reason="INVALID_REGIMEN",
+                violations=[
+                    FieldViolation(f"proposed_regimen.{exc.field}", str(exc), "INVALID_VALUE")
+                ],
+            ) from None
         assessment = self._assess(request.intake, request.HasField("intake"), request.profile)
         return plan_check_to_proto(check_plan(assessment, proposed), assessment)
 
-    async def GetRuleset(self, request: tpb.GetRulesetRequest, context: grpc.aio.ServicerContext) -> tpb.GetRulesetResponse:
+    async def GetRuleset(
+        self, request: tpb.GetRulesetRequest, context: grpc.aio.ServicerContext
+    ) -> tpb.GetRulesetResponse:
         return ruleset_to_proto(self._ruleset(request.profile), self.engine.knowledge)

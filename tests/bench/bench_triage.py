@@ -71,6 +71,8 @@ CONCURRENCIES = (1, 16, 64)
 REFERENCE_CONCURRENCY = 16
 # No transparent retries: a call that fails must be seen and counted.
 CHANNEL_OPTIONS = (("grpc.enable_retries", 0),)
+# Above this, other processes took enough CPU during a window to distort it (2-core machines).
+NOISY_OTHER_CPU_PCT = 25.0
 
 ENGINE_TARGET_PER_S = 20_000.0
 GRPC_TARGET_CONCURRENCY = 16
@@ -212,6 +214,10 @@ class GrpcPoint:
     @property
     def failed(self) -> bool:
         return bool(self.errors) or self.calls == 0
+
+    @property
+    def noisy(self) -> bool:
+        return self.other_cpu_pct is not None and self.other_cpu_pct > NOISY_OTHER_CPU_PCT
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:
@@ -480,6 +486,8 @@ def render(
         status = (
             "FAILED " + ", ".join(f"{k}={v}" for k, v in sorted(p.errors.items()))
             if p.failed
+            else "ok, noisy"
+            if p.noisy
             else "ok"
         )
         lines.append(
@@ -487,6 +495,11 @@ def render(
             f"{p.max_ms:>8.2f}{errors:>8}{_opt(p.server_cpu_pct, '.0f') + '%':>9}"
             f"{_opt(p.server_cpu_us_per_call, '.0f'):>11}{_opt(p.client_cpu_pct, '.0f') + '%':>9}"
             f"{_opt(p.other_cpu_pct, '.0f') + '%':>10}  {status}"
+        )
+    if any(p.noisy for p in points):
+        lines.append(
+            f"  noisy: other processes used > {NOISY_OTHER_CPU_PCT:g}% of a core during the window;"
+            " rates are low and latencies high for reasons outside utimesh. Re-run on a quiet machine."
         )
     lines += ["", "Targets"]
     lines += [
@@ -535,7 +548,8 @@ def write_json(
             for r in engine
         ],
         "grpc": [
-            {**{k: _finite(v) for k, v in asdict(p).items()}, "failed": p.failed} for p in points
+            {**{k: _finite(v) for k, v in asdict(p).items()}, "failed": p.failed, "noisy": p.noisy}
+            for p in points
         ],
         "targets": [asdict(c) for c in checks],
         "ok": not any(p.failed for p in points),

@@ -39,7 +39,15 @@ NORMATIVE = {r.agent: r.to_regimen() for r in KNOWLEDGE.ruleset().regimens.value
 RARE = st.sampled_from([False] * 24 + [True])  # true about one time in 25 (shrinks to False)
 sometimes = st.sampled_from([False] * 5 + [True])  # about one time in six
 free_text = st.one_of(
-    st.sampled_from(["acetaminophen", "morphine sulfate", "losartan potassium", "vitamin D", "sulfa drugs (hives)"]),
+    st.sampled_from(
+        [
+            "acetaminophen",
+            "morphine sulfate",
+            "losartan potassium",
+            "vitamin D",
+            "sulfa drugs (hives)",
+        ]
+    ),
     st.sampled_from(ALL_TERMS).map(lambda t: f"{t.title()} 10 mg daily"),
 )
 
@@ -51,50 +59,103 @@ def _intakes(draw: st.DrawFn, treatable: bool) -> Intake:
     rare = st.just(False) if treatable else RARE
     sex = Sex.FEMALE if treatable else draw(st.sampled_from([Sex.FEMALE] * 12 + list(Sex)))
     symptoms = Symptoms(
-        dysuria=treatable or draw(st.booleans()), urgency=draw(st.booleans()), frequency=draw(st.booleans()),
-        suprapubic_pain=draw(st.booleans()), hematuria=draw(sometimes), vaginal_discharge_or_itch=draw(rare),
-        dyspareunia=draw(rare), confusion=draw(rare), delirium=draw(rare),
-        falls_or_functional_decline=draw(rare), cloudy_or_malodorous_urine=draw(st.booleans()),
+        dysuria=treatable or draw(st.booleans()),
+        urgency=draw(st.booleans()),
+        frequency=draw(st.booleans()),
+        suprapubic_pain=draw(st.booleans()),
+        hematuria=draw(sometimes),
+        vaginal_discharge_or_itch=draw(rare),
+        dyspareunia=draw(rare),
+        confusion=draw(rare),
+        delirium=draw(rare),
+        falls_or_functional_decline=draw(rare),
+        cloudy_or_malodorous_urine=draw(st.booleans()),
         duration_days=draw(st.none() | st.integers(0, 20)),
     )
     history = History(
-        **{name: draw(rare) for name in (
-            "catheter", "neurogenic_bladder", "stones", "abnormal_urinary_tract", "renal_dysfunction",
-            "immunocompromised", "diabetes", "diabetes_poorly_controlled", "urologic_instrumentation_last_30d",
-            "hospitalized_last_90d", "g6pd_deficiency", "megaloblastic_anemia_folate_deficiency",
-            "prior_nitrofurantoin_pulmonary_or_hepatic_reaction", "breastfeeding_infant_under_1_month")},
+        **{
+            name: draw(rare)
+            for name in (
+                "catheter",
+                "neurogenic_bladder",
+                "stones",
+                "abnormal_urinary_tract",
+                "renal_dysfunction",
+                "immunocompromised",
+                "diabetes",
+                "diabetes_poorly_controlled",
+                "urologic_instrumentation_last_30d",
+                "hospitalized_last_90d",
+                "g6pd_deficiency",
+                "megaloblastic_anemia_folate_deficiency",
+                "prior_nitrofurantoin_pulmonary_or_hepatic_reaction",
+                "breastfeeding_infant_under_1_month",
+            )
+        },
         allergies=tuple(draw(st.lists(free_text, max_size=2))),
         medications=tuple(draw(st.lists(free_text, max_size=2))),
-        recent_antibiotics=tuple(draw(st.lists(
-            st.builds(RecentAntibiotic, drug=free_text, days_ago=st.integers(0, 400)), max_size=2))),
+        recent_antibiotics=tuple(
+            draw(
+                st.lists(
+                    st.builds(RecentAntibiotic, drug=free_text, days_ago=st.integers(0, 400)),
+                    max_size=2,
+                )
+            )
+        ),
     )
     episodes = []
     for onset_ago in draw(st.lists(st.integers(0, 400), max_size=3) | st.just([])):
         onset = TODAY - timedelta(days=onset_ago)
         end = draw(st.none() | st.integers(0, 14).map(lambda d, o=onset: o + timedelta(days=d)))
         episodes.append(PriorEpisode(onset, draw(st.none() | st.booleans()), end))
-    follow_up = draw(st.none() | st.builds(
-        FollowUpAnswers, hours_since_treatment_start=st.floats(0, 120), improved=st.booleans(),
-        worsened=sometimes, serious_adverse_effect=sometimes, current_regimen=st.none()))
+    follow_up = draw(
+        st.none()
+        | st.builds(
+            FollowUpAnswers,
+            hours_since_treatment_start=st.floats(0, 120),
+            improved=st.booleans(),
+            worsened=sometimes,
+            serious_adverse_effect=sometimes,
+            current_regimen=st.none(),
+        )
+    )
     intake = Intake(
-        encounter_type=EncounterType.FOLLOW_UP if follow_up and not treatable and draw(sometimes) else EncounterType.INITIAL,
+        encounter_type=EncounterType.FOLLOW_UP
+        if follow_up and not treatable and draw(sometimes)
+        else EncounterType.INITIAL,
         assessment_date=TODAY,
         age=draw(st.integers(12, 100) | st.integers(0, 120)),
         sex=sex,
-        pregnancy_status=PregnancyStatus.NOT_PREGNANT if treatable else draw(st.sampled_from([PregnancyStatus.NOT_PREGNANT] * 5 + list(PregnancyStatus))),
+        pregnancy_status=PregnancyStatus.NOT_PREGNANT
+        if treatable
+        else draw(st.sampled_from([PregnancyStatus.NOT_PREGNANT] * 5 + list(PregnancyStatus))),
         gestational_weeks=draw(st.none() | st.integers(0, 45)),
         lactating=draw(sometimes),
         egfr_ml_min=draw(st.none() | st.floats(0, 250) | st.floats(60, 150)),
         urine_test_positive=draw(st.none() | st.booleans()),
         symptoms=symptoms,
-        red_flags=RedFlags(**{f: draw(rare) for f in ("fever", "rigors_chills", "flank_or_back_pain", "nausea_vomiting", "systemic_illness")}),
+        red_flags=RedFlags(
+            **{
+                f: draw(rare)
+                for f in (
+                    "fever",
+                    "rigors_chills",
+                    "flank_or_back_pain",
+                    "nausea_vomiting",
+                    "systemic_illness",
+                )
+            }
+        ),
         history=history,
         prior_episodes=tuple(episodes),
         follow_up=follow_up,
     )
     # Now and then leave one answer unasked.
     if not treatable and draw(sometimes):
-        intake = replace(intake, **{draw(st.sampled_from(["age", "sex", "lactating", "symptoms", "history"])): None})
+        intake = replace(
+            intake,
+            **{draw(st.sampled_from(["age", "sex", "lactating", "symptoms", "history"])): None},
+        )
     return intake
 
 
@@ -121,12 +182,34 @@ def test_never_treats_outside_the_safe_population(profile: str, intake: Intake) 
     assert intake.encounter_type is EncounterType.INITIAL
     assert intake.age >= p.MIN_AGE
     assert intake.egfr_ml_min is None or intake.egfr_ml_min >= p.RENAL_REFER_BELOW
-    assert not any(getattr(rf, f) for f in ("fever", "rigors_chills", "flank_or_back_pain", "nausea_vomiting", "systemic_illness"))
-    assert intake.sex is Sex.FEMALE and intake.pregnancy_status in (PregnancyStatus.NOT_PREGNANT, PregnancyStatus.NOT_APPLICABLE)
-    assert not any(getattr(h, f) for f in (
-        "catheter", "neurogenic_bladder", "stones", "abnormal_urinary_tract", "renal_dysfunction",
-        "immunocompromised", "diabetes_poorly_controlled", "urologic_instrumentation_last_30d",
-        "breastfeeding_infant_under_1_month"))
+    assert not any(
+        getattr(rf, f)
+        for f in (
+            "fever",
+            "rigors_chills",
+            "flank_or_back_pain",
+            "nausea_vomiting",
+            "systemic_illness",
+        )
+    )
+    assert intake.sex is Sex.FEMALE and intake.pregnancy_status in (
+        PregnancyStatus.NOT_PREGNANT,
+        PregnancyStatus.NOT_APPLICABLE,
+    )
+    assert not any(
+        getattr(h, f)
+        for f in (
+            "catheter",
+            "neurogenic_bladder",
+            "stones",
+            "abnormal_urinary_tract",
+            "renal_dysfunction",
+            "immunocompromised",
+            "diabetes_poorly_controlled",
+            "urologic_instrumentation_last_30d",
+            "breastfeeding_infant_under_1_month",
+        )
+    )
     assert not (s.vaginal_discharge_or_itch or s.dyspareunia or s.confusion or s.delirium)
     assert s.duration_days is None or s.duration_days <= p.SYMPTOM_MAX_DAYS
 
@@ -167,7 +250,9 @@ def test_validate_plan_accepts_exactly_the_eligible_regimens(profile: str, intak
         check = check_plan(a, regimen)
         assert check.allowed is (regimen in a.eligible_regimens)
         assert check.allowed is (not check.violations)
-        longer = replace(regimen, duration=CourseDuration(regimen.duration.amount + 1, regimen.duration.unit))
+        longer = replace(
+            regimen, duration=CourseDuration(regimen.duration.amount + 1, regimen.duration.unit)
+        )
         assert not check_plan(a, longer).allowed
 
 
@@ -184,6 +269,9 @@ def test_unanswered_questions_always_refer(profile: str, intake: Intake) -> None
 @pytest.mark.parametrize("decision", list(Decision))
 def test_the_strategy_reaches_every_decision(profile: str, decision: Decision) -> None:
     """Guards the tests above against a strategy that never produces, say, a treatment."""
-    found = find(intakes(), lambda i: ENGINE.assess(i, profile).decision is decision,
-                 settings=settings(max_examples=2000, database=None))
+    found = find(
+        intakes(),
+        lambda i: ENGINE.assess(i, profile).decision is decision,
+        settings=settings(max_examples=2000, database=None),
+    )
     assert ENGINE.assess(found, profile).decision is decision

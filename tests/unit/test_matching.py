@@ -35,13 +35,20 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("entry", "group", "matches"), CASES, ids=[f"{e!r}-{g}" for e, g, _ in CASES])
+@pytest.mark.parametrize(
+    ("entry", "group", "matches"), CASES, ids=[f"{e!r}-{g}" for e, g, _ in CASES]
+)
 def test_dictionary_matching(knowledge: Knowledge, entry: str, group: str, matches: bool) -> None:
     assert (group in knowledge.ruleset().term_index.groups_in(entry)) is matches
 
 
 def test_tokens_split_on_anything_but_letters_and_digits() -> None:
-    assert tokens("  Sulfamethoxazole/Trimethoprim-DS 800mg ") == ("sulfamethoxazole", "trimethoprim", "ds", "800mg")
+    assert tokens("  Sulfamethoxazole/Trimethoprim-DS 800mg ") == (
+        "sulfamethoxazole",
+        "trimethoprim",
+        "ds",
+        "800mg",
+    )
 
 
 def test_empty_terms_are_rejected() -> None:

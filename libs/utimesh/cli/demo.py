@@ -38,7 +38,9 @@ def _regimen_text(a: Assessment) -> str:
 
 async def _run(console: Console) -> int:
     samples = sample_patients()
-    console.print(f"[bold]utimesh demo[/] - starting the triage service and assessing {len(samples)} sample patients")
+    console.print(
+        f"[bold]utimesh demo[/] - starting the triage service and assessing {len(samples)} sample patients"
+    )
     async with service_process("triage", TRIAGE) as target:
         console.print(f"triage service SERVING at {target}")
         channel = insecure_channel(target)
@@ -55,9 +57,12 @@ async def _run(console: Console) -> int:
                 a = assessment_from_proto(await stub.AssessPatient(request, timeout=5.0))
                 colour = _COLOURS[a.decision.value]
                 table.add_row(
-                    f"{case['id']}\n{case['description']}", f"{a.profile} {a.profile_version}",
-                    f"[{colour}]{a.decision.value}[/]", _regimen_text(a),
-                    ", ".join(a.rule_ids), ", ".join(a.warning_ids) or "-",
+                    f"{case['id']}\n{case['description']}",
+                    f"{a.profile} {a.profile_version}",
+                    f"[{colour}]{a.decision.value}[/]",
+                    _regimen_text(a),
+                    ", ".join(a.rule_ids),
+                    ", ".join(a.warning_ids) or "-",
                 )
         finally:
             await channel.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,17 @@ class PatientInput:
 def read_patients(source: str) -> tuple[list[PatientInput], bool]:
     """Patients in `source` (a path or "-"), and whether the file held a list."""
     try:
-        text = click.get_text_stream("stdin").read() if source == "-" else Path(source).read_text()
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
     except OSError as exc:
-        raise click.BadParameter(f"cannot read {source}: {exc.strerror}", param_hint="FILE") from None
+        raise click.BadParameter(
+            f"cannot read {source}: {exc.strerror}", param_hint="FILE"
+        ) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}", param_hint="FILE") from None
+        raise click.BadParameter(
+            f"{source} is not valid JSON: {exc.msg} at line {exc.lineno}", param_hint="FILE"
+        ) from None
     is_list = isinstance(data, list)
     items = data if is_list else [data]
     out: list[PatientInput] = []

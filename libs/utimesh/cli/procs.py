@@ -6,10 +6,9 @@ import asyncio
 import contextlib
 import signal
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -21,19 +20,27 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_serving(target: str, service: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Poll grpc.health.v1 until `service` is SERVING; fail early if `proc` exits."""
-    deadline = time.monotonic() + timeout
+async def wait_serving(
+    target: str, service: str, limit_s: float, exited: Callable[[], bool] | None = None
+) -> None:
+    """Poll grpc.health.v1 until `service` is SERVING; fail early once `exited()` is true."""
+    deadline = time.monotonic() + limit_s
     async with grpc.aio.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"service process exited with code {proc.returncode} before it was ready")
+            if exited is not None and exited():
+                raise RuntimeError(
+                    f"the process serving {service or target} exited before it was ready"
+                )
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"{service or 'server'} at {target} not SERVING after {timeout:g} s")
+                raise TimeoutError(
+                    f"{service or 'server'} at {target} not SERVING after {limit_s:g} s"
+                )
             try:
-                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=min(left, 0.5))
+                reply = await stub.Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=min(left, 0.5)
+                )
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.aio.AioRpcError:
@@ -42,22 +49,30 @@ async def wait_serving(target: str, service: str, timeout: float, proc: subproce
 
 
 @contextlib.asynccontextmanager
-async def service_process(service: str, health_name: str, timeout: float = 30.0) -> AsyncIterator[str]:
+async def service_process(
+    service: str, health_name: str, limit_s: float = 30.0
+) -> AsyncIterator[str]:
     """Run `utimesh serve SERVICE` on a free loopback port; yield its target; drain on exit."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "utimesh.cli", "serve", service, "--port", str(port)],
-        stdout=subprocess.DEVNULL,
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "utimesh.cli",
+        "serve",
+        service,
+        "--port",
+        str(port),
+        stdout=asyncio.subprocess.DEVNULL,
     )
     target = f"127.0.0.1:{port}"
     try:
-        await wait_serving(target, health_name, timeout, proc)
+        await wait_serving(target, health_name, limit_s, lambda: proc.returncode is not None)
         yield target
     finally:
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.to_thread(proc.wait, 10)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
                 proc.kill()
-                await asyncio.to_thread(proc.wait)
+                await proc.wait()

@@ -11,8 +11,15 @@ def serve() -> None:
 
 
 @serve.command("triage")
-@click.option("--host", default=None, help="Address to bind (env UTIMESH_TRIAGE_HOST, default 127.0.0.1).")
-@click.option("--port", type=int, default=None, help="Port (env UTIMESH_TRIAGE_PORT, default 50051; 0 = any free port).")
+@click.option(
+    "--host", default=None, help="Address to bind (env UTIMESH_TRIAGE_HOST, default 127.0.0.1)."
+)
+@click.option(
+    "--port",
+    type=int,
+    default=None,
+    help="Port (env UTIMESH_TRIAGE_PORT, default 50051; 0 = any free port).",
+)
 def serve_triage(host: str | None, port: int | None) -> None:
     """The triage service: deterministic rules over gRPC."""
     from services.triage.main import TriageSettings, run

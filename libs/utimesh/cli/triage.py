@@ -15,7 +15,13 @@ from utimesh.codec.clinical import intake_to_proto
 from utimesh.codec.triage import assessment_from_proto
 from utimesh.kit.channels import insecure_channel
 from utimesh.kit.status import error_details
-from utimesh.rules import TriageEngine, UnknownProfileError, assessment_to_json, load_knowledge, parse_intake
+from utimesh.rules import (
+    TriageEngine,
+    UnknownProfileError,
+    assessment_to_json,
+    load_knowledge,
+    parse_intake,
+)
 from utimesh.triage.v1 import triage_pb2 as tpb
 from utimesh.triage.v1 import triage_pb2_grpc
 
@@ -23,27 +29,41 @@ from utimesh.triage.v1 import triage_pb2_grpc
 def _local(items: list[PatientInput], profile: str | None) -> list[dict[str, Any]]:
     engine = TriageEngine(load_knowledge())
     try:
-        return [assessment_to_json(engine.assess(parse_intake(i.patient), profile or i.profile)) for i in items]
+        return [
+            assessment_to_json(engine.assess(parse_intake(i.patient), profile or i.profile))
+            for i in items
+        ]
     except UnknownProfileError as exc:
         raise click.BadParameter(str(exc), param_hint="--profile") from None
 
 
-async def _remote(items: list[PatientInput], profile: str | None, server: str, timeout: float) -> list[dict[str, Any]]:
+async def _remote(
+    items: list[PatientInput], profile: str | None, server: str, deadline_s: float
+) -> list[dict[str, Any]]:
     channel = insecure_channel(server)
     stub = triage_pb2_grpc.TriageServiceStub(channel)
     limit = asyncio.Semaphore(16)
 
     async def one(item: PatientInput) -> dict[str, Any]:
         request = tpb.AssessPatientRequest(
-            intake=intake_to_proto(parse_intake(item.patient)), profile=profile or item.profile or ""
+            intake=intake_to_proto(parse_intake(item.patient)),
+            profile=profile or item.profile or "",
         )
         async with limit:
             try:
-                response = await stub.AssessPatient(request, timeout=timeout)
+                response = await stub.AssessPatient(request, timeout=deadline_s)
             except grpc.aio.AioRpcError as exc:
                 d = error_details(exc)
-                return {"error": {"code": d.code.name, "reason": d.reason, "message": d.message,
-                                  "field_violations": [{"field": f, "description": t} for f, t in d.field_violations]}}
+                return {
+                    "error": {
+                        "code": d.code.name,
+                        "reason": d.reason,
+                        "message": d.message,
+                        "field_violations": [
+                            {"field": f, "description": t} for f, t in d.field_violations
+                        ],
+                    }
+                }
         return assessment_to_json(assessment_from_proto(response))
 
     try:
@@ -54,9 +74,18 @@ async def _remote(items: list[PatientInput], profile: str | None, server: str, t
 
 @click.command()
 @click.argument("file", type=click.Path(allow_dash=True, dir_okay=False))
-@click.option("--profile", help="Jurisdiction profile (CA-ON default, CA-AB). Overrides a profile given in the file.")
-@click.option("--server", metavar="HOST:PORT", help="Send to a running triage service instead of assessing in-process.")
-@click.option("--timeout", default=5.0, show_default=True, help="Deadline per call with --server, in seconds.")
+@click.option(
+    "--profile",
+    help="Jurisdiction profile (CA-ON default, CA-AB). Overrides a profile given in the file.",
+)
+@click.option(
+    "--server",
+    metavar="HOST:PORT",
+    help="Send to a running triage service instead of assessing in-process.",
+)
+@click.option(
+    "--timeout", default=5.0, show_default=True, help="Deadline per call with --server, in seconds."
+)
 def triage(file: str, profile: str | None, server: str | None, timeout: float) -> None:
     """Assess the patient(s) in FILE ("-" for stdin) and print JSON results.
 
@@ -65,7 +94,9 @@ def triage(file: str, profile: str | None, server: str | None, timeout: float) -
     the service rejected any patient (the result then holds an "error" object).
     """
     items, is_list = read_patients(file)
-    results = asyncio.run(_remote(items, profile, server, timeout)) if server else _local(items, profile)
+    results = (
+        asyncio.run(_remote(items, profile, server, timeout)) if server else _local(items, profile)
+    )
     click.echo(json.dumps(results if is_list else results[0], indent=2))
     if any("error" in r for r in results):
         sys.exit(1)
@@ -80,10 +111,17 @@ def ruleset(profile: str | None) -> None:
         rs = knowledge.ruleset(profile)
     except UnknownProfileError as exc:
         raise click.BadParameter(str(exc), param_hint="--profile") from None
-    click.echo(json.dumps({
-        "profile": rs.id, "profile_version": rs.version, "ruleset_hash": rs.content_hash,
-        "available_profiles": list(knowledge.profiles),
-        "parameters": dict(rs.params.as_text()),
-        "rules": [r.model_dump(mode="json") for r in rs.rules.values()],
-        "sources": [s.model_dump(mode="json") for s in rs.sources.values()],
-    }, indent=2))
+    click.echo(
+        json.dumps(
+            {
+                "profile": rs.id,
+                "profile_version": rs.version,
+                "ruleset_hash": rs.content_hash,
+                "available_profiles": list(knowledge.profiles),
+                "parameters": dict(rs.params.as_text()),
+                "rules": [r.model_dump(mode="json") for r in rs.rules.values()],
+                "sources": [s.model_dump(mode="json") for s in rs.sources.values()],
+            },
+            indent=2,
+        )
+    )

@@ -8,6 +8,7 @@ unreadable so that `intake_problems` reports it as invalid.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import date
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -42,8 +43,16 @@ from utimesh.rules.model import (
 _E = TypeVar("_E", bound=StrEnum)
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
-ENCOUNTER_TYPES = {EncounterType.INITIAL: pb.ENCOUNTER_TYPE_INITIAL, EncounterType.FOLLOW_UP: pb.ENCOUNTER_TYPE_FOLLOW_UP}
-SEXES = {Sex.FEMALE: pb.SEX_FEMALE, Sex.MALE: pb.SEX_MALE, Sex.OTHER: pb.SEX_OTHER, Sex.UNKNOWN: pb.SEX_UNKNOWN}
+ENCOUNTER_TYPES = {
+    EncounterType.INITIAL: pb.ENCOUNTER_TYPE_INITIAL,
+    EncounterType.FOLLOW_UP: pb.ENCOUNTER_TYPE_FOLLOW_UP,
+}
+SEXES = {
+    Sex.FEMALE: pb.SEX_FEMALE,
+    Sex.MALE: pb.SEX_MALE,
+    Sex.OTHER: pb.SEX_OTHER,
+    Sex.UNKNOWN: pb.SEX_UNKNOWN,
+}
 PREGNANCY_STATUSES = {
     PregnancyStatus.NOT_PREGNANT: pb.PREGNANCY_STATUS_NOT_PREGNANT,
     PregnancyStatus.PREGNANT: pb.PREGNANCY_STATUS_PREGNANT,
@@ -62,14 +71,25 @@ DECISIONS = {
     Decision.REFER: pb.DECISION_REFER,
 }
 OUTCOMES = {o: pb.RuleOutcome.Value(f"RULE_OUTCOME_{o.name}") for o in Outcome}
-URGENCIES = {ReferralUrgency.ROUTINE: pb.REFERRAL_URGENCY_ROUTINE, ReferralUrgency.URGENT: pb.REFERRAL_URGENCY_URGENT}
+URGENCIES = {
+    ReferralUrgency.ROUTINE: pb.REFERRAL_URGENCY_ROUTINE,
+    ReferralUrgency.URGENT: pb.REFERRAL_URGENCY_URGENT,
+}
 # Regimen vocabulary of data/regimens.toml <-> structured enums.
 ROUTES = {"PO": pb.ROUTE_ORAL}
-FREQUENCIES = {"BID": pb.FREQUENCY_TWICE_DAILY, "once daily": pb.FREQUENCY_ONCE_DAILY, "single dose": pb.FREQUENCY_SINGLE_DOSE}
+FREQUENCIES = {
+    "BID": pb.FREQUENCY_TWICE_DAILY,
+    "once daily": pb.FREQUENCY_ONCE_DAILY,
+    "single dose": pb.FREQUENCY_SINGLE_DOSE,
+}
 DURATION_UNITS = {"days": pb.DURATION_UNIT_DAYS, "dose": pb.DURATION_UNIT_DOSES}
 
 
-def _reverse(mapping: dict[Any, int]) -> dict[int, Any]:
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _reverse(mapping: dict[_K, _V]) -> dict[_V, _K]:
     return {v: k for k, v in mapping.items()}
 
 
@@ -97,7 +117,7 @@ def proto_path(path: str) -> str:
     """Translate an intake path (cases.json names) into a field path of the Intake message."""
     for wrapped in ("history.recent_antibiotics", "history.allergies", "history.medications"):
         if path.startswith(wrapped + "["):
-            path = wrapped + ".entries" + path[len(wrapped):]
+            path = wrapped + ".entries" + path[len(wrapped) :]
     return path
 
 
@@ -110,7 +130,7 @@ def intake_from_proto(msg: pb.Intake) -> Intake:
     def opt(owner: Any, name: str) -> Any:
         return getattr(owner, name) if owner.HasField(name) else None
 
-    def choice(name: str, table: dict[int, _E], enum_name: str) -> _E | None:
+    def choice(name: str, table: Mapping[Any, _E], enum_name: str) -> _E | None:
         if not msg.HasField(name):  # type: ignore[arg-type]
             return None
         value = table.get(getattr(msg, name))
@@ -132,7 +152,9 @@ def intake_from_proto(msg: pb.Intake) -> Intake:
     symptoms = None
     if msg.HasField("symptoms"):
         s = msg.symptoms
-        symptoms = Symptoms(**{k: opt(s, k) for k in SYMPTOM_FLAGS}, duration_days=opt(s, "duration_days"))
+        symptoms = Symptoms(
+            **{k: opt(s, k) for k in SYMPTOM_FLAGS}, duration_days=opt(s, "duration_days")
+        )
     red_flags = None
     if msg.HasField("red_flags"):
         red_flags = RedFlags(**{k: opt(msg.red_flags, k) for k in RED_FLAGS})
@@ -144,8 +166,11 @@ def intake_from_proto(msg: pb.Intake) -> Intake:
             allergies=tuple(h.allergies.entries) if h.HasField("allergies") else None,
             medications=tuple(h.medications.entries) if h.HasField("medications") else None,
             recent_antibiotics=tuple(
-                RecentAntibiotic(drug=c.drug or None, days_ago=opt(c, "days_ago")) for c in h.recent_antibiotics.entries
-            ) if h.HasField("recent_antibiotics") else None,
+                RecentAntibiotic(drug=c.drug or None, days_ago=opt(c, "days_ago"))
+                for c in h.recent_antibiotics.entries
+            )
+            if h.HasField("recent_antibiotics")
+            else None,
         )
     episodes = None
     if msg.HasField("recurrence"):
@@ -153,7 +178,9 @@ def intake_from_proto(msg: pb.Intake) -> Intake:
             PriorEpisode(
                 onset_date=day(e.onset_date, f"recurrence.prior_episodes[{i}].onset_date"),
                 treated=opt(e, "treated"),
-                treatment_end_date=day(e.treatment_end_date, f"recurrence.prior_episodes[{i}].treatment_end_date"),
+                treatment_end_date=day(
+                    e.treatment_end_date, f"recurrence.prior_episodes[{i}].treatment_end_date"
+                ),
             )
             for i, e in enumerate(msg.recurrence.prior_episodes)
         )
@@ -204,7 +231,9 @@ def intake_to_proto(intake: Intake) -> pb.Intake:
         msg.sex = SEXES[intake.sex]
     if intake.pregnancy_status is not None:
         msg.pregnancy_status = PREGNANCY_STATUSES[intake.pregnancy_status]
-    _set_flags(msg, intake, ("age", "gestational_weeks", "lactating", "egfr_ml_min", "urine_test_positive"))
+    _set_flags(
+        msg, intake, ("age", "gestational_weeks", "lactating", "egfr_ml_min", "urine_test_positive")
+    )
     if intake.symptoms is not None:
         msg.symptoms.SetInParent()
         _set_flags(msg.symptoms, intake.symptoms, (*SYMPTOM_FLAGS, "duration_days"))
@@ -229,16 +258,27 @@ def intake_to_proto(intake: Intake) -> pb.Intake:
     if intake.prior_episodes is not None:
         msg.recurrence.SetInParent()
         for episode in intake.prior_episodes:
-            entry = msg.recurrence.prior_episodes.add(
+            episode_msg = msg.recurrence.prior_episodes.add(
                 onset_date=episode.onset_date.isoformat() if episode.onset_date else "",
-                treatment_end_date=episode.treatment_end_date.isoformat() if episode.treatment_end_date else "",
+                treatment_end_date=episode.treatment_end_date.isoformat()
+                if episode.treatment_end_date
+                else "",
             )
             if episode.treated is not None:
-                entry.treated = episode.treated
+                episode_msg.treated = episode.treated
     if (fu := intake.follow_up) is not None:
         msg.follow_up.SetInParent()
-        _set_flags(msg.follow_up, fu, ("hours_since_treatment_start", "improved", "worsened",
-                                       "serious_adverse_effect", "current_regimen"))
+        _set_flags(
+            msg.follow_up,
+            fu,
+            (
+                "hours_since_treatment_start",
+                "improved",
+                "worsened",
+                "serious_adverse_effect",
+                "current_regimen",
+            ),
+        )
     return msg
 
 
@@ -249,18 +289,23 @@ def regimen_to_proto(regimen: Regimen) -> pb.Regimen:
     return pb.Regimen(
         agent=AGENTS[regimen.agent],
         drug=regimen.drug,
-        dose=[pb.DoseComponent(ingredient=d.ingredient, amount=d.amount, unit=d.unit) for d in regimen.dose],
+        dose=[
+            pb.DoseComponent(ingredient=d.ingredient, amount=d.amount, unit=d.unit)
+            for d in regimen.dose
+        ],
         dose_form=regimen.dose_form,
         route=ROUTES[regimen.route],
         frequency=FREQUENCIES[regimen.frequency],
-        duration=pb.CourseDuration(amount=regimen.duration.amount, unit=DURATION_UNITS[regimen.duration.unit]),
+        duration=pb.CourseDuration(
+            amount=regimen.duration.amount, unit=DURATION_UNITS[regimen.duration.unit]
+        ),
     )
 
 
 def regimen_from_proto(msg: pb.Regimen) -> Regimen:
     """Raises RegimenError naming the field when an enum is unspecified or unknown."""
 
-    def pick(table: dict[int, Any], value: int, field: str) -> Any:
+    def pick(table: Mapping[Any, Any], value: int, field: str) -> Any:
         if value not in table:
             raise RegimenError(field, f"{field} must be set to a known value")
         return table[value]
@@ -272,17 +317,26 @@ def regimen_from_proto(msg: pb.Regimen) -> Regimen:
         dose_form=msg.dose_form,
         route=pick(_ROUTE_FROM, msg.route, "route"),
         frequency=pick(_FREQUENCY_FROM, msg.frequency, "frequency"),
-        duration=CourseDuration(msg.duration.amount, pick(_DURATION_FROM, msg.duration.unit, "duration.unit")),
+        duration=CourseDuration(
+            msg.duration.amount, pick(_DURATION_FROM, msg.duration.unit, "duration.unit")
+        ),
     )
 
 
 def rule_hit_to_proto(hit: RuleHit) -> pb.RuleHit:
-    return pb.RuleHit(rule_id=hit.rule_id, title=hit.title, outcome=OUTCOMES[hit.outcome],
-                      source_keys=hit.sources, detail=hit.detail)
+    return pb.RuleHit(
+        rule_id=hit.rule_id,
+        title=hit.title,
+        outcome=OUTCOMES[hit.outcome],
+        source_keys=hit.sources,
+        detail=hit.detail,
+    )
 
 
 def rule_hit_from_proto(msg: pb.RuleHit) -> RuleHit:
-    return RuleHit(msg.rule_id, msg.title, _OUTCOME_FROM[msg.outcome], tuple(msg.source_keys), msg.detail)
+    return RuleHit(
+        msg.rule_id, msg.title, _OUTCOME_FROM[msg.outcome], tuple(msg.source_keys), msg.detail
+    )
 
 
 def warning_to_proto(w: Warning) -> pb.Warning:
@@ -294,7 +348,9 @@ def follow_up_to_proto(plan: FollowUpPlan) -> pb.FollowUpPlan:
         notify_primary_care=plan.notify_primary_care,
         reassess_from_hours=plan.reassess_from_hours,
         reassess_by_hours=plan.reassess_by_hours,
-        referral_urgency=URGENCIES[plan.referral_urgency] if plan.referral_urgency else pb.REFERRAL_URGENCY_UNSPECIFIED,
+        referral_urgency=URGENCIES[plan.referral_urgency]
+        if plan.referral_urgency
+        else pb.REFERRAL_URGENCY_UNSPECIFIED,
         instructions=plan.instructions,
     )
 
@@ -313,5 +369,5 @@ def decision_to_proto(decision: Decision) -> pb.Decision.ValueType:
     return DECISIONS[decision]
 
 
-def decision_from_proto(value: int) -> Decision:
-    return _DECISION_FROM[value]  # type: ignore[no-any-return]
+def decision_from_proto(value: pb.Decision.ValueType) -> Decision:
+    return _DECISION_FROM[value]

@@ -70,7 +70,9 @@ def assessment_from_proto(msg: tpb.AssessPatientResponse) -> Assessment:
             )
             for e in msg.agent_evaluations
         ),
-        problems=tuple(FieldProblem(path, "missing", "not answered") for path in msg.missing_fields),
+        problems=tuple(
+            FieldProblem(path, "missing", "not answered") for path in msg.missing_fields
+        ),
     )
 
 
@@ -97,15 +99,29 @@ def ruleset_to_proto(ruleset: Ruleset, knowledge: Knowledge) -> tpb.GetRulesetRe
         parameters=[tpb.ProfileParameter(name=n, value=v) for n, v in ruleset.params.as_text()],
         rules=[
             tpb.RuleDefinition(
-                rule_id=r.id, title=r.title, outcome=OUTCOMES[r.outcome], text=r.text,
-                source_keys=r.sources, stage=r.stage, agents=[AGENTS[a] for a in r.agents],
+                rule_id=r.id,
+                title=r.title,
+                outcome=OUTCOMES[r.outcome],
+                text=r.text,
+                source_keys=r.sources,
+                stage=r.stage,
+                agents=[AGENTS[a] for a in r.agents],
                 needs_confirmation=r.confirm,
             )
             for r in ruleset.rules.values()
         ],
         sources=[
-            tpb.Source(key=s.key, tag=s.tag, title=s.title, citation=s.citation, url=s.url, doi=s.doi,
-                       year=s.year, jurisdiction=s.jurisdiction, verified=s.verified)
+            tpb.Source(
+                key=s.key,
+                tag=s.tag,
+                title=s.title,
+                citation=s.citation,
+                url=s.url,
+                doi=s.doi,
+                year=s.year,
+                jurisdiction=s.jurisdiction,
+                verified=s.verified,
+            )
             for s in ruleset.sources.values()
         ],
         available_profiles=knowledge.profiles,

@@ -54,7 +54,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         remaining = context.time_remaining()
         return self.max_budget_s if remaining is None else min(remaining, self.max_budget_s)
 
-    def _wrap_unary(self, method: str, inner: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
+    def _wrap_unary(
+        self, method: str, inner: Callable[[Any, Any], Awaitable[Any]]
+    ) -> Callable[[Any, Any], Awaitable[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             start = time.perf_counter()
             try:
@@ -66,7 +68,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         return handle
 
-    def _wrap_stream(self, method: str, inner: Callable[[Any, Any], AsyncIterator[Any]]) -> Callable[[Any, Any], AsyncIterator[Any]]:
+    def _wrap_stream(
+        self, method: str, inner: Callable[[Any, Any], AsyncIterator[Any]]
+    ) -> Callable[[Any, Any], AsyncIterator[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             start = time.perf_counter()
             try:
@@ -79,18 +83,26 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         return handle
 
-    async def _fail(self, method: str, context: grpc.aio.ServicerContext, exc: Exception, start: float) -> None:
+    async def _fail(
+        self, method: str, context: grpc.aio.ServicerContext, exc: Exception, start: float
+    ) -> None:
         if isinstance(exc, grpc.aio.AbortError):
             raise exc  # the handler already chose the status
         err: UtimeshError
         if isinstance(exc, UtimeshError):
             err = exc
         elif isinstance(exc, TimeoutError):
-            err = DeadlineExceeded("the call ran out of its time budget", reason="DEADLINE_EXCEEDED")
+            err = DeadlineExceeded(
+                "the call ran out of its time budget", reason="DEADLINE_EXCEEDED"
+            )
         else:
             err = Internal("internal error", reason="INTERNAL")
-        fields = {"rpc": method, "code": err.code.name, "reason": err.reason,
-                  "duration_ms": round((time.perf_counter() - start) * 1000, 3)}
+        fields = {
+            "rpc": method,
+            "code": err.code.name,
+            "reason": err.reason,
+            "duration_ms": round((time.perf_counter() - start) * 1000, 3),
+        }
         if err is exc:
             log.warning("rpc failed", extra={"fields": fields})
         else:

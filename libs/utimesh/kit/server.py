@@ -53,7 +53,9 @@ class RunningServer:
 async def start_server(spec: ServiceSpec, settings: ServiceSettings) -> RunningServer:
     """Build, bind and start; health reports SERVING only once the port is bound."""
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(domain=spec.domain, max_budget_s=settings.max_budget_seconds)],
+        interceptors=[
+            ServiceInterceptor(domain=spec.domain, max_budget_s=settings.max_budget_seconds)
+        ],
         options=SERVER_OPTIONS,
     )
     spec.register(server)
@@ -71,10 +73,15 @@ async def start_server(spec: ServiceSpec, settings: ServiceSettings) -> RunningS
     return RunningServer(server, port, health_servicer, spec)
 
 
-async def serve(spec: ServiceSpec, settings: ServiceSettings, on_started: Callable[[int], None] | None = None) -> None:
+async def serve(
+    spec: ServiceSpec, settings: ServiceSettings, on_started: Callable[[int], None] | None = None
+) -> None:
     """Run until SIGTERM or SIGINT, then drain gracefully."""
     running = await start_server(spec, settings)
-    log.info("serving", extra={"fields": {"service": spec.name, "address": f"{settings.host}:{running.port}"}})
+    log.info(
+        "serving",
+        extra={"fields": {"service": spec.name, "address": f"{settings.host}:{running.port}"}},
+    )
     if on_started:
         on_started(running.port)
     stop = asyncio.Event()
@@ -85,7 +92,9 @@ async def serve(spec: ServiceSpec, settings: ServiceSettings, on_started: Callab
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
     if stop.is_set():
-        log.info("draining", extra={"fields": {"service": spec.name, "grace_s": settings.grace_seconds}})
+        log.info(
+            "draining", extra={"fields": {"service": spec.name, "grace_s": settings.grace_seconds}}
+        )
         await running.drain(settings.grace_seconds)
     for task in (waiter, stopper):
         task.cancel()

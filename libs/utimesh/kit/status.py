@@ -19,7 +19,9 @@ def to_status_proto(err: UtimeshError, domain: str) -> status_pb2.Status:
     if err.violations:
         bad = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description, reason=v.reason)
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description, reason=v.reason
+                )
                 for v in err.violations
             ]
         )

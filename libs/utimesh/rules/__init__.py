@@ -13,12 +13,34 @@ from utimesh.rules.allowlist import PlanCheck, PlanViolation, check_plan
 from utimesh.rules.engine import TriageEngine, assess
 from utimesh.rules.intake import intake_problems, parse_intake
 from utimesh.rules.jsonview import assessment_to_json, regimen_from_json, regimen_to_json
-from utimesh.rules.knowledge import Knowledge, KnowledgeError, Ruleset, UnknownProfileError, load_knowledge
+from utimesh.rules.knowledge import (
+    Knowledge,
+    KnowledgeError,
+    Ruleset,
+    UnknownProfileError,
+    load_knowledge,
+)
 from utimesh.rules.model import Agent, Assessment, Decision, Intake, Regimen
 
 __all__ = [
-    "Agent", "Assessment", "Decision", "Intake", "Knowledge", "KnowledgeError", "PlanCheck",
-    "PlanViolation", "Regimen", "Ruleset", "TriageEngine", "UnknownProfileError", "assess",
-    "assessment_to_json", "check_plan", "intake_problems", "load_knowledge", "parse_intake",
-    "regimen_from_json", "regimen_to_json",
+    "Agent",
+    "Assessment",
+    "Decision",
+    "Intake",
+    "Knowledge",
+    "KnowledgeError",
+    "PlanCheck",
+    "PlanViolation",
+    "Regimen",
+    "Ruleset",
+    "TriageEngine",
+    "UnknownProfileError",
+    "assess",
+    "assessment_to_json",
+    "check_plan",
+    "intake_problems",
+    "load_knowledge",
+    "parse_intake",
+    "regimen_from_json",
+    "regimen_to_json",
 ]

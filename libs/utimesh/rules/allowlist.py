@@ -30,22 +30,46 @@ def check_plan(assessment: Assessment, proposed: Regimen) -> PlanCheck:
     """Compare `proposed` with the eligible regimens of `assessment`."""
     if assessment.decision is not Decision.RECOMMEND_TREATMENT:
         decisive = tuple(
-            h.rule_id for h in assessment.rules_fired
+            h.rule_id
+            for h in assessment.rules_fired
             if h.outcome in (Outcome.REFER, Outcome.REFER_URGENT, Outcome.NO_ANTIBIOTICS)
         )
-        return PlanCheck(False, (PlanViolation(
-            "DECISION_NOT_TREATMENT", "",
-            f"triage decided {assessment.decision.value}: no prescription is allowed", decisive),))
+        return PlanCheck(
+            False,
+            (
+                PlanViolation(
+                    "DECISION_NOT_TREATMENT",
+                    "",
+                    f"triage decided {assessment.decision.value}: no prescription is allowed",
+                    decisive,
+                ),
+            ),
+        )
     if proposed in assessment.eligible_regimens:
         return PlanCheck(True, ())
     evaluation = next((e for e in assessment.agent_evaluations if e.agent is proposed.agent), None)
     if evaluation is None:
-        return PlanCheck(False, (PlanViolation("AGENT_UNKNOWN", "agent", f"agent {proposed.agent!s} is not one the rules know"),))
+        return PlanCheck(
+            False,
+            (
+                PlanViolation(
+                    "AGENT_UNKNOWN", "agent", f"agent {proposed.agent!s} is not one the rules know"
+                ),
+            ),
+        )
     if not evaluation.eligible:
         ids = tuple(h.rule_id for h in evaluation.exclusions)
-        return PlanCheck(False, (PlanViolation(
-            "AGENT_EXCLUDED", "agent",
-            f"{proposed.agent.value} is excluded for this patient by {', '.join(ids)}", ids),))
+        return PlanCheck(
+            False,
+            (
+                PlanViolation(
+                    "AGENT_EXCLUDED",
+                    "agent",
+                    f"{proposed.agent.value} is excluded for this patient by {', '.join(ids)}",
+                    ids,
+                ),
+            ),
+        )
     want = evaluation.regimen
     rule = f"the {want.agent.value} regimen"
     fields: list[tuple[str, str, object, object]] = [
@@ -54,13 +78,20 @@ def check_plan(assessment: Assessment, proposed: Regimen) -> PlanCheck:
         ("DOSE_FORM_MISMATCH", "dose_form", want.dose_form, proposed.dose_form),
         ("ROUTE_MISMATCH", "route", want.route, proposed.route),
         ("FREQUENCY_MISMATCH", "frequency", want.frequency, proposed.frequency),
-        ("DURATION_MISMATCH", "duration", f"{want.duration.amount} {want.duration.unit}",
-         f"{proposed.duration.amount} {proposed.duration.unit}"),
+        (
+            "DURATION_MISMATCH",
+            "duration",
+            f"{want.duration.amount} {want.duration.unit}",
+            f"{proposed.duration.amount} {proposed.duration.unit}",
+        ),
     ]
     violations = tuple(
         PlanViolation(code, name, f"{name} must be {expected!s} for {rule}, got {got!s}")
-        for code, name, expected, got in fields if expected != got
+        for code, name, expected, got in fields
+        if expected != got
     )
     if not violations:  # dose amounts equal as text but not as numbers, e.g. 100 vs 100.0000001
-        violations = (PlanViolation("DOSE_MISMATCH", "dose", f"dose must be exactly {_fmt_dose(want)}"),)
+        violations = (
+            PlanViolation("DOSE_MISMATCH", "dose", f"dose must be exactly {_fmt_dose(want)}"),
+        )
     return PlanCheck(False, violations)

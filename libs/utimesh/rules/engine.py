@@ -108,7 +108,9 @@ def assess(intake: Intake, ruleset: Ruleset) -> Assessment:
         return _finish(ruleset, trace, Decision.REFER, problems=tuple(problems))
     facts = _derive(intake, ruleset)
     p = ruleset.params
-    criteria_met = _symptom_criteria_met(facts.symptoms, p.URGENCY_FREQUENCY_ONE_ITEM, p.SX_MIN_ITEMS)
+    criteria_met = _symptom_criteria_met(
+        facts.symptoms, p.URGENCY_FREQUENCY_ONE_ITEM, p.SX_MIN_ITEMS
+    )
 
     # Step 2: red flags, before symptom criteria and at follow-up visits too.
     for rule_id, flag in _RED_FLAG_RULES:
@@ -139,8 +141,10 @@ def assess(intake: Intake, ruleset: Ruleset) -> Assessment:
         return _finish(ruleset, trace, Decision.REFER)
 
     # Step 7: drug selection.
-    evaluations = tuple(_evaluate_agent(trace, facts, ruleset, agent, rank)
-                        for rank, agent in enumerate(p.DRUG_ORDER, start=1))
+    evaluations = tuple(
+        _evaluate_agent(trace, facts, ruleset, agent, rank)
+        for rank, agent in enumerate(p.DRUG_ORDER, start=1)
+    )
     selected = next((e for e in evaluations if e.eligible), None)
     for evaluation in evaluations:
         # RULES.md §5: agents after the selected one are not evaluated for rules_fired.
@@ -162,12 +166,27 @@ def assess(intake: Intake, ruleset: Ruleset) -> Assessment:
         trace.fire(warning.rule_id)
     trace.fire("FU-001")
     trace.fire("FU-002")
-    return _finish(ruleset, trace, Decision.RECOMMEND_TREATMENT, evaluations=evaluations,
-                   selected=selected.agent, warnings=tuple(ordered))
+    return _finish(
+        ruleset,
+        trace,
+        Decision.RECOMMEND_TREATMENT,
+        evaluations=evaluations,
+        selected=selected.agent,
+        warnings=tuple(ordered),
+    )
 
 
-_W_ORDER = ("W-AGE65", "W-RENAL-UNKNOWN", "W-NIT-RENAL", "W-ADOLESCENT", "W-DM", "W-ABX-RECENT",
-            "W-HOSP", "W-LACT", "W-SULFA-NONABX")
+_W_ORDER = (
+    "W-AGE65",
+    "W-RENAL-UNKNOWN",
+    "W-NIT-RENAL",
+    "W-ADOLESCENT",
+    "W-DM",
+    "W-ABX-RECENT",
+    "W-HOSP",
+    "W-LACT",
+    "W-SULFA-NONABX",
+)
 
 
 def _describe_problems(problems: list[FieldProblem]) -> str:
@@ -188,7 +207,8 @@ def _derive(intake: Intake, ruleset: Ruleset) -> _Facts:
     history = intake.history
     index = ruleset.term_index
     antibiotics = tuple(
-        (course.days_ago or 0, index.groups_in(course.drug or "")) for course in history.recent_antibiotics or ()
+        (course.days_ago or 0, index.groups_in(course.drug or ""))
+        for course in history.recent_antibiotics or ()
     )
     return _Facts(
         intake=intake,
@@ -238,8 +258,11 @@ def _asymptomatic_bacteriuria(facts: _Facts) -> bool:
 
 def _prolonged_symptoms(facts: _Facts, max_days: int) -> bool:
     s = facts.symptoms
-    return (s.duration_days is not None and s.duration_days > max_days
-            and any(getattr(s, name) for name in URINARY_SYMPTOMS))
+    return (
+        s.duration_days is not None
+        and s.duration_days > max_days
+        and any(getattr(s, name) for name in URINARY_SYMPTOMS)
+    )
 
 
 def _symptoms_not_met(trace: _Trace, facts: _Facts, max_days: int) -> None:
@@ -295,7 +318,9 @@ def _complicating_factors(trace: _Trace, facts: _Facts, ruleset: Ruleset) -> boo
     if h.renal_dysfunction or (egfr is not None and egfr < p.RENAL_REFER_BELOW):
         detail = "documented renal dysfunction" if h.renal_dysfunction else ""
         if egfr is not None and egfr < p.RENAL_REFER_BELOW:
-            detail = "; ".join(filter(None, [detail, f"kidney function {egfr:g} < {p.RENAL_REFER_BELOW:g} mL/min"]))
+            detail = "; ".join(
+                filter(None, [detail, f"kidney function {egfr:g} < {p.RENAL_REFER_BELOW:g} mL/min"])
+            )
         trace.fire("CX-011", detail)
     if h.urologic_instrumentation_last_30d:
         trace.fire("CX-012")
@@ -354,7 +379,11 @@ def _exclusion_fires(ex: ExclusionDef, facts: _Facts, ruleset: Ruleset) -> str |
         return f"allergy: {ruleset.dictionaries.groups[hit[0]].title}" if hit else None
     if ex.egfr_below is not None:
         limit = p.number(ex.egfr_below)
-        return f"kidney function {egfr:g} < {limit:g} mL/min" if egfr is not None and egfr < limit else None
+        return (
+            f"kidney function {egfr:g} < {limit:g} mL/min"
+            if egfr is not None and egfr < limit
+            else None
+        )
     if ex.flag is not None:
         return ex.flag.replace("_", " ") if getattr(facts.history, ex.flag) else None
     if ex.age_below is not None:
@@ -362,8 +391,16 @@ def _exclusion_fires(ex: ExclusionDef, facts: _Facts, ruleset: Ruleset) -> str |
         return f"age {facts.age} < {limit:g}" if facts.age < limit else None
     if ex.antibiotic_within is not None:
         days = p.number(ex.antibiotic_within.days)
-        recent = [d for d, groups in facts.antibiotics if ex.antibiotic_within.group in groups and d <= days]
-        return f"trimethoprim-class antibiotic {min(recent)} days ago (<= {days:g})" if recent else None
+        recent = [
+            d
+            for d, groups in facts.antibiotics
+            if ex.antibiotic_within.group in groups and d <= days
+        ]
+        return (
+            f"trimethoprim-class antibiotic {min(recent)} days ago (<= {days:g})"
+            if recent
+            else None
+        )
     if ex.any_antibiotic_within is not None:
         raw = getattr(p, ex.any_antibiotic_within)
         if raw is None:  # parameter switched off in this profile
@@ -390,7 +427,9 @@ def _interaction_fires(row: InteractionDef, facts: _Facts, ruleset: Ruleset) -> 
     return any_risk if row.risk == "any" else not any_risk
 
 
-def _evaluate_agent(trace: _Trace, facts: _Facts, ruleset: Ruleset, agent: Agent, rank: int) -> AgentEvaluation:
+def _evaluate_agent(
+    trace: _Trace, facts: _Facts, ruleset: Ruleset, agent: Agent, rank: int
+) -> AgentEvaluation:
     exclusions: list[RuleHit] = []
     for ex in ruleset.exclusions:
         if ex.agent is agent and (detail := _exclusion_fires(ex, facts, ruleset)) is not None:
@@ -488,15 +527,21 @@ def _follow_up_plan(ruleset: Ruleset, trace: _Trace, decision: Decision) -> Foll
     if decision is Decision.NO_ANTIBIOTICS:
         if trace.fired(["FU-006"]):
             return FollowUpPlan(reassess_by_hours=48, instructions=(rules["FU-006"].text,))
-        return FollowUpPlan(instructions=(
-            "No antibiotic is indicated: the symptom criteria for cystitis are not met; consider other diagnoses.",
-            "Return or seek care if urinary symptoms, fever, flank pain or vomiting develop.",
-        ))
+        return FollowUpPlan(
+            instructions=(
+                "No antibiotic is indicated: the symptom criteria for cystitis are not met; consider other diagnoses.",
+                "Return or seek care if urinary symptoms, fever, flank pain or vomiting develop.",
+            )
+        )
     urgent = any(h.outcome is Outcome.REFER_URGENT for h in trace.hits)
     reasons = [h for h in trace.hits if h.outcome in (Outcome.REFER, Outcome.REFER_URGENT)]
-    instructions = [f"Refer {'urgently (same day) ' if urgent else ''}to a physician or nurse practitioner."]
+    instructions = [
+        f"Refer {'urgently (same day) ' if urgent else ''}to a physician or nurse practitioner."
+    ]
     instructions += [f"{h.rule_id}: {rules[h.rule_id].text}" for h in reasons]
-    instructions += [f"{h.rule_id}: {rules[h.rule_id].text}" for h in trace.hits if h.outcome is Outcome.NOTE]
+    instructions += [
+        f"{h.rule_id}: {rules[h.rule_id].text}" for h in trace.hits if h.outcome is Outcome.NOTE
+    ]
     return FollowUpPlan(
         referral_urgency=ReferralUrgency.URGENT if urgent else ReferralUrgency.ROUTINE,
         instructions=tuple(instructions),

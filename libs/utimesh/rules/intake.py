@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -38,6 +38,7 @@ MAX_GESTATIONAL_WEEKS = 45
 MAX_EGFR_ML_MIN = 250.0
 
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_Report = Callable[..., None]
 _E = TypeVar("_E", bound=StrEnum)
 
 
@@ -148,10 +149,14 @@ def parse_intake(obj: Mapping[str, Any]) -> Intake:
     follow_up = None
     if (fu := r.mapping(obj, "follow_up", "follow_up")) is not None:
         follow_up = FollowUpAnswers(
-            hours_since_treatment_start=r.number(fu, "hours_since_treatment_start", "follow_up.hours_since_treatment_start"),
+            hours_since_treatment_start=r.number(
+                fu, "hours_since_treatment_start", "follow_up.hours_since_treatment_start"
+            ),
             improved=r.boolean(fu, "improved", "follow_up.improved"),
             worsened=r.boolean(fu, "worsened", "follow_up.worsened"),
-            serious_adverse_effect=r.boolean(fu, "serious_adverse_effect", "follow_up.serious_adverse_effect"),
+            serious_adverse_effect=r.boolean(
+                fu, "serious_adverse_effect", "follow_up.serious_adverse_effect"
+            ),
             current_regimen=r.text(fu, "current_regimen", "follow_up.current_regimen"),
         )
     return Intake(
@@ -197,7 +202,12 @@ def _antibiotics(r: _Reader, h: Mapping[str, Any]) -> tuple[RecentAntibiotic, ..
             r.bad(path, "must be an object")
             out.append(RecentAntibiotic())
             continue
-        out.append(RecentAntibiotic(r.text(entry, "drug", f"{path}.drug"), r.integer(entry, "days_ago", f"{path}.days_ago")))
+        out.append(
+            RecentAntibiotic(
+                r.text(entry, "drug", f"{path}.drug"),
+                r.integer(entry, "days_ago", f"{path}.days_ago"),
+            )
+        )
     return tuple(out)
 
 
@@ -246,7 +256,10 @@ def intake_problems(intake: Intake) -> list[FieldProblem]:
         missing("sex")
     if intake.pregnancy_status is None and intake.sex is Sex.FEMALE:
         missing("pregnancy_status", "required for a female patient")
-    if intake.gestational_weeks is not None and not 0 <= intake.gestational_weeks <= MAX_GESTATIONAL_WEEKS:
+    if (
+        intake.gestational_weeks is not None
+        and not 0 <= intake.gestational_weeks <= MAX_GESTATIONAL_WEEKS
+    ):
         invalid("gestational_weeks", f"must be between 0 and {MAX_GESTATIONAL_WEEKS} weeks")
     if intake.lactating is None:
         missing("lactating")
@@ -283,8 +296,11 @@ def intake_problems(intake: Intake) -> list[FieldProblem]:
                 missing(f"{path}.onset_date")
             elif intake.assessment_date is not None and episode.onset_date > intake.assessment_date:
                 invalid(f"{path}.onset_date", "is after the assessment date")
-            if (episode.onset_date is not None and episode.treatment_end_date is not None
-                    and episode.treatment_end_date < episode.onset_date):
+            if (
+                episode.onset_date is not None
+                and episode.treatment_end_date is not None
+                and episode.treatment_end_date < episode.onset_date
+            ):
                 invalid(f"{path}.treatment_end_date", "is before the onset date")
 
     if intake.encounter_type is EncounterType.FOLLOW_UP:
@@ -303,7 +319,7 @@ def intake_problems(intake: Intake) -> list[FieldProblem]:
     return out
 
 
-def _history_problems(history: History, missing: Any, invalid: Any) -> None:
+def _history_problems(history: History, missing: _Report, invalid: _Report) -> None:
     for name in HISTORY_FLAGS:
         if getattr(history, name) is None:
             missing(f"history.{name}")

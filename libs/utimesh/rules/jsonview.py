@@ -17,7 +17,10 @@ def regimen_to_json(regimen: Regimen) -> dict[str, Any]:
     return {
         "agent": regimen.agent.value,
         "drug": regimen.drug,
-        "dose": [{"ingredient": d.ingredient, "amount": _number(d.amount), "unit": d.unit} for d in regimen.dose],
+        "dose": [
+            {"ingredient": d.ingredient, "amount": _number(d.amount), "unit": d.unit}
+            for d in regimen.dose
+        ],
         "dose_form": regimen.dose_form,
         "route": regimen.route,
         "frequency": regimen.frequency,
@@ -30,7 +33,10 @@ def regimen_from_json(obj: Mapping[str, Any]) -> Regimen:
     return Regimen(
         agent=Agent(obj["agent"]),
         drug=str(obj["drug"]),
-        dose=tuple(DoseComponent(str(d["ingredient"]), float(d["amount"]), str(d["unit"])) for d in obj["dose"]),
+        dose=tuple(
+            DoseComponent(str(d["ingredient"]), float(d["amount"]), str(d["unit"]))
+            for d in obj["dose"]
+        ),
         dose_form=str(obj["dose_form"]),
         route=str(obj["route"]),
         frequency=str(obj["frequency"]),
@@ -52,13 +58,23 @@ def assessment_to_json(a: Assessment) -> dict[str, Any]:
             {
                 "agent": e.agent.value,
                 "drug": e.regimen.drug,
-                "reasons": [{"rule_id": h.rule_id, "title": h.title, "detail": h.detail} for h in e.exclusions],
+                "reasons": [
+                    {"rule_id": h.rule_id, "title": h.title, "detail": h.detail}
+                    for h in e.exclusions
+                ],
             }
-            for e in a.agent_evaluations if not e.eligible
+            for e in a.agent_evaluations
+            if not e.eligible
         ],
         "eligible_regimens": [regimen_to_json(r) for r in a.eligible_regimens],
         "rule_details": [
-            {"rule_id": h.rule_id, "title": h.title, "outcome": h.outcome.value, "sources": list(h.sources), "detail": h.detail}
+            {
+                "rule_id": h.rule_id,
+                "title": h.title,
+                "outcome": h.outcome.value,
+                "sources": list(h.sources),
+                "detail": h.detail,
+            }
             for h in a.rules_fired
         ],
         "warning_details": [{"rule_id": w.rule_id, "text": w.text} for w in a.warnings],
@@ -66,7 +82,9 @@ def assessment_to_json(a: Assessment) -> dict[str, Any]:
             "notify_primary_care": a.follow_up.notify_primary_care,
             "reassess_from_hours": a.follow_up.reassess_from_hours,
             "reassess_by_hours": a.follow_up.reassess_by_hours,
-            "referral_urgency": a.follow_up.referral_urgency.value if a.follow_up.referral_urgency else None,
+            "referral_urgency": a.follow_up.referral_urgency.value
+            if a.follow_up.referral_urgency
+            else None,
             "instructions": list(a.follow_up.instructions),
         },
         "missing_fields": [p.path for p in a.problems],

@@ -207,8 +207,18 @@ class ExclusionDef(_Strict):
 
     @model_validator(mode="after")
     def _one_predicate(self) -> ExclusionDef:
-        kinds = [k for k in ("allergy_any", "egfr_below", "flag", "age_below", "antibiotic_within",
-                             "any_antibiotic_within") if getattr(self, k) is not None]
+        kinds = [
+            k
+            for k in (
+                "allergy_any",
+                "egfr_below",
+                "flag",
+                "age_below",
+                "antibiotic_within",
+                "any_antibiotic_within",
+            )
+            if getattr(self, k) is not None
+        ]
         if len(kinds) != 1:
             raise ValueError(f"{self.id}: exactly one predicate is needed, got {kinds}")
         return self
@@ -383,7 +393,9 @@ def load_knowledge(data_dir: Path | None = None) -> Knowledge:
     for profile in profiles:
         if profile.id in rulesets:
             raise KnowledgeError(f"profile {profile.id} is defined twice")
-        canonical = json.dumps({**shared, "profile": profile.model_dump(mode="json")}, sort_keys=True)
+        canonical = json.dumps(
+            {**shared, "profile": profile.model_dump(mode="json")}, sort_keys=True
+        )
         rulesets[profile.id] = Ruleset(
             profile=profile,
             rules=rules,
@@ -408,24 +420,42 @@ def _check_references(
 ) -> None:
     problems: list[str] = []
     for rule in rules.values():
-        problems += [f"{rule.id} cites unknown source {k}" for k in rule.sources if k not in sources]
+        problems += [
+            f"{rule.id} cites unknown source {k}" for k in rule.sources if k not in sources
+        ]
     groups = dictionaries.groups
     for row in interactions.interaction:
-        problems += [f"{row.id} names unknown group {g}" for g in (*row.drugs_all, *row.drugs_none) if g not in groups]
+        problems += [
+            f"{row.id} names unknown group {g}"
+            for g in (*row.drugs_all, *row.drugs_none)
+            if g not in groups
+        ]
         if (row.risk is None) != (not row.risk_factors):
             problems.append(f"{row.id}: risk and risk_factors go together")
     params = set(ProfileParameters.model_fields)
     for ex in exclusions.exclusion:
-        rule = rules.get(ex.id)
-        if rule is None or rule.stage != "drug_exclusion" or ex.agent not in rule.agents:
-            problems.append(f"exclusion {ex.id} has no drug_exclusion rule for {ex.agent} in rules.toml")
+        catalogued = rules.get(ex.id)
+        if (
+            catalogued is None
+            or catalogued.stage != "drug_exclusion"
+            or ex.agent not in catalogued.agents
+        ):
+            problems.append(
+                f"exclusion {ex.id} has no drug_exclusion rule for {ex.agent} in rules.toml"
+            )
         named_groups = list(ex.allergy_any or ())
         if ex.antibiotic_within:
             named_groups.append(ex.antibiotic_within.group)
         problems += [f"{ex.id} names unknown group {g}" for g in named_groups if g not in groups]
-        named_params = [ex.egfr_below, ex.age_below, ex.any_antibiotic_within,
-                        ex.antibiotic_within.days if ex.antibiotic_within else None]
-        problems += [f"{ex.id} names unknown parameter {p}" for p in named_params if p and p not in params]
+        named_params = [
+            ex.egfr_below,
+            ex.age_below,
+            ex.any_antibiotic_within,
+            ex.antibiotic_within.days if ex.antibiotic_within else None,
+        ]
+        problems += [
+            f"{ex.id} names unknown parameter {p}" for p in named_params if p and p not in params
+        ]
     seen_agents = [r.agent for r in regimens.regimen]
     if sorted(seen_agents) != sorted(Agent):
         problems.append(f"regimens.toml must hold one regimen per agent, found {seen_agents}")

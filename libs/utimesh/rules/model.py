@@ -85,11 +85,25 @@ class Symptoms:
 
 
 SYMPTOM_FLAGS: tuple[str, ...] = (
-    "dysuria", "urgency", "frequency", "suprapubic_pain", "hematuria",
-    "vaginal_discharge_or_itch", "dyspareunia", "confusion", "delirium",
-    "falls_or_functional_decline", "cloudy_or_malodorous_urine",
+    "dysuria",
+    "urgency",
+    "frequency",
+    "suprapubic_pain",
+    "hematuria",
+    "vaginal_discharge_or_itch",
+    "dyspareunia",
+    "confusion",
+    "delirium",
+    "falls_or_functional_decline",
+    "cloudy_or_malodorous_urine",
 )
-URINARY_SYMPTOMS: tuple[str, ...] = ("dysuria", "urgency", "frequency", "suprapubic_pain", "hematuria")
+URINARY_SYMPTOMS: tuple[str, ...] = (
+    "dysuria",
+    "urgency",
+    "frequency",
+    "suprapubic_pain",
+    "hematuria",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +115,13 @@ class RedFlags:
     systemic_illness: bool | None = None
 
 
-RED_FLAGS: tuple[str, ...] = ("fever", "rigors_chills", "flank_or_back_pain", "nausea_vomiting", "systemic_illness")
+RED_FLAGS: tuple[str, ...] = (
+    "fever",
+    "rigors_chills",
+    "flank_or_back_pain",
+    "nausea_vomiting",
+    "systemic_illness",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +152,19 @@ class History:
 
 
 HISTORY_FLAGS: tuple[str, ...] = (
-    "catheter", "neurogenic_bladder", "stones", "abnormal_urinary_tract", "renal_dysfunction",
-    "immunocompromised", "diabetes", "diabetes_poorly_controlled",
-    "urologic_instrumentation_last_30d", "hospitalized_last_90d", "g6pd_deficiency",
-    "megaloblastic_anemia_folate_deficiency", "prior_nitrofurantoin_pulmonary_or_hepatic_reaction",
+    "catheter",
+    "neurogenic_bladder",
+    "stones",
+    "abnormal_urinary_tract",
+    "renal_dysfunction",
+    "immunocompromised",
+    "diabetes",
+    "diabetes_poorly_controlled",
+    "urologic_instrumentation_last_30d",
+    "hospitalized_last_90d",
+    "g6pd_deficiency",
+    "megaloblastic_anemia_folate_deficiency",
+    "prior_nitrofurantoin_pulmonary_or_hepatic_reaction",
     "breastfeeding_infant_under_1_month",
 )
 

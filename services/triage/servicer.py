@@ -5,7 +5,8 @@ from __future__ import annotations
 import grpc
 
 from utimesh.clinical.v1 import clinical_pb2 as pb
-from utimesh.codec.clinical import RegimenError, intake_from_proto, proto_path, regimen_from_proto
+from utimesh.codec.agents import proposed_from_proto, regimen_from_proposed
+from utimesh.codec.clinical import intake_from_proto, proto_path
 from utimesh.codec.triage import assessment_to_proto, plan_check_to_proto, ruleset_to_proto
 from utimesh.kit.errors import FieldViolation, InvalidArgument
 from utimesh.rules import TriageEngine, UnknownProfileError, check_plan, intake_problems
@@ -74,18 +75,12 @@ class TriageServicer(triage_pb2_grpc.TriageServiceServicer):
                 reason="MISSING_REGIMEN",
                 violations=[FieldViolation("proposed_regimen", "is required", "REQUIRED")],
             )
-        try:
-            proposed = regimen_from_proto(request.proposed_regimen)
-        except RegimenError as exc:
-            raise InvalidArgument(
-                str(exc),
-                reason="INVALID_REGIMEN",
-                violations=[
-                    FieldViolation(f"proposed_regimen.{exc.field}", str(exc), "INVALID_VALUE")
-                ],
-            ) from None
+        # Lenient on purpose: an unknown agent or word is a violation the caller must see
+        # ("not allowed"), not a malformed request.
+        proposal = proposed_from_proto(request.proposed_regimen)
         assessment = self._assess(request.intake, request.HasField("intake"), request.profile)
-        return plan_check_to_proto(check_plan(assessment, proposed), assessment)
+        check = check_plan(assessment, regimen_from_proposed(proposal), proposal.drug)
+        return plan_check_to_proto(check, assessment)
 
     async def GetRuleset(
         self, request: tpb.GetRulesetRequest, context: grpc.aio.ServicerContext

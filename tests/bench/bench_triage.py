@@ -1,7 +1,7 @@
 """Throughput and latency of triage: the pure rules engine, and AssessPatient over gRPC.
 
 Run from the repository root with ``python -m tests.bench.bench_triage`` (``make bench``).
-It prints a table, writes ``bench-results/triage.json`` and takes about 25 s.
+It prints a table, writes ``bench-results/triage.json`` and takes about 20 s.
 
 Input: the sample patients shipped with the package (``utimesh/cli/samples/patients.json``),
 each assessed with the profile it names. They cover treatment, no-antibiotic and referral paths.
@@ -13,7 +13,7 @@ fixed wall-clock budget after a short warm-up; the clock is read once per pass o
 * ``parse + assess``: ``parse_intake`` from the JSON dicts, then ``assess``;
 * ``servicer handler``: what the server does per AssessPatient minus the gRPC stack: decode
   the request bytes, ``TriageServicer.AssessPatient`` (proto -> domain, input checks, engine,
-  domain -> proto), encode the response. Its rate is the ceiling the gRPC figure tends towards.
+  domain -> proto), encode the response. Its rate bounds the gRPC figure from above.
 
 gRPC. The service runs in its own process (``utimesh serve triage`` via ``service_process``)
 on a free loopback port and is used only once it reports SERVING. The client is grpc.aio in this
@@ -22,7 +22,9 @@ beforehand, and N tasks that each issue AssessPatient back to back, every call w
 For each concurrency N there is a warm-up, then a measurement window: a call counts if it
 completes inside the window; req/s = counted calls / window; p50/p99 are client-observed
 latencies of the counted calls. Server and client CPU use over the window come from /proc and
-``time.process_time`` (they show which side is saturated). Every reply's decision is compared
+``time.process_time`` and show which side is saturated; "other CPU" is what the rest of the
+machine used meanwhile, and a point where it exceeds a quarter of a core is marked noisy (Linux
+only; elsewhere these columns show "-"). Every reply's decision is compared
 with the engine's decision computed locally; a wrong decision counts as an error. A point with
 any error (of any call, warm-up included) is reported FAILED and the script exits 1.
 
@@ -171,7 +173,7 @@ def bench_engine(
     async def handler_pass() -> int:
         for data in requests:
             # The servicer does not use its context for AssessPatient.
-            reply = await servicer.AssessPatient(decode(data), None)  # type: ignore[arg-type]
+            reply = await servicer.AssessPatient(decode(data), None)
             reply.SerializeToString()
         return len(requests)
 
@@ -382,7 +384,7 @@ async def bench_grpc(samples: Sequence[Sample], warmup: float, window: float) ->
                 return reply.decision == expected[index]
 
             def serving(index: int, reply: health_pb2.HealthCheckResponse) -> bool:
-                return reply.status == health_pb2.HealthCheckResponse.SERVING
+                return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
             points = [
                 await run_point(

@@ -253,20 +253,23 @@ async def test_validate_plan_never_allows_treating_a_referral(
     assert not response.eligible_regimens
 
 
-async def test_validate_plan_rejects_an_unspecified_agent(
+async def test_validate_plan_rejects_a_drug_outside_the_rules(
     stub: triage_pb2_grpc.TriageServiceStub,
 ) -> None:
     proposed = pb.Regimen(agent=pb.AGENT_UNSPECIFIED, drug="ciprofloxacin", route=pb.ROUTE_ORAL)
+    req = tpb.ValidatePlanRequest(intake=request().intake, proposed_regimen=proposed)
+    response = await stub.ValidatePlan(req, timeout=5)
+    assert not response.allowed
+    assert [(v.code, v.field) for v in response.violations] == [("AGENT_NOT_ELIGIBLE", "agent")]
+    assert "ciprofloxacin" in response.violations[0].message
+
+
+async def test_validate_plan_without_a_regimen(stub: triage_pb2_grpc.TriageServiceStub) -> None:
     d = await rejected(
-        stub.ValidatePlan(
-            tpb.ValidatePlanRequest(intake=request().intake, proposed_regimen=proposed), timeout=5
-        )
+        stub.ValidatePlan(tpb.ValidatePlanRequest(intake=request().intake), timeout=5)
     )
-    assert (d.code, d.reason, d.field_violations[0][0]) == (
-        grpc.StatusCode.INVALID_ARGUMENT,
-        "INVALID_REGIMEN",
-        "proposed_regimen.agent",
-    )
+    assert (d.code, d.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "MISSING_REGIMEN")
+    assert d.field_violations[0][0] == "proposed_regimen"
 
 
 # --- GetRuleset -------------------------------------------------------------------------------

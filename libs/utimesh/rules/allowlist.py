@@ -26,8 +26,11 @@ def _fmt_dose(regimen: Regimen) -> str:
     return " + ".join(f"{d.ingredient} {d.amount:g} {d.unit}" for d in regimen.dose) or "(none)"
 
 
-def check_plan(assessment: Assessment, proposed: Regimen) -> PlanCheck:
-    """Compare `proposed` with the eligible regimens of `assessment`."""
+def check_plan(
+    assessment: Assessment, proposed: Regimen | None, proposed_drug: str = ""
+) -> PlanCheck:
+    """Compare `proposed` with the eligible regimens of `assessment`. None stands for a
+    proposal whose agent the rules do not know (e.g. ciprofloxacin), named by `proposed_drug`."""
     if assessment.decision is not Decision.RECOMMEND_TREATMENT:
         decisive = tuple(
             h.rule_id
@@ -45,31 +48,30 @@ def check_plan(assessment: Assessment, proposed: Regimen) -> PlanCheck:
                 ),
             ),
         )
-    if proposed in assessment.eligible_regimens:
+    if proposed is not None and proposed in assessment.eligible_regimens:
         return PlanCheck(True, ())
-    evaluation = next((e for e in assessment.agent_evaluations if e.agent is proposed.agent), None)
-    if evaluation is None:
+    evaluation = None
+    if proposed is not None:
+        evaluation = next(
+            (e for e in assessment.agent_evaluations if e.agent is proposed.agent), None
+        )
+    if proposed is None or evaluation is None:
+        allowed = ", ".join(r.drug for r in assessment.eligible_regimens)
+        what = proposed_drug or "the proposed drug"
         return PlanCheck(
             False,
             (
                 PlanViolation(
-                    "AGENT_UNKNOWN", "agent", f"agent {proposed.agent!s} is not one the rules know"
+                    "AGENT_NOT_ELIGIBLE",
+                    "agent",
+                    f"{what} is not one of the eligible regimens ({allowed})",
                 ),
             ),
         )
     if not evaluation.eligible:
         ids = tuple(h.rule_id for h in evaluation.exclusions)
-        return PlanCheck(
-            False,
-            (
-                PlanViolation(
-                    "AGENT_EXCLUDED",
-                    "agent",
-                    f"{proposed.agent.value} is excluded for this patient by {', '.join(ids)}",
-                    ids,
-                ),
-            ),
-        )
+        message = f"{proposed.agent.value} is excluded for this patient by {', '.join(ids)}"
+        return PlanCheck(False, (PlanViolation("AGENT_EXCLUDED", "agent", message, ids),))
     want = evaluation.regimen
     rule = f"the {want.agent.value} regimen"
     fields: list[tuple[str, str, object, object]] = [

@@ -1,0 +1,1 @@
+"""Shared domain of the reviewing agents (doctor, pharmacist): claims, assessments, reviews."""

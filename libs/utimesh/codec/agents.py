@@ -5,6 +5,7 @@ from __future__ import annotations
 from utimesh.agents import models as m
 from utimesh.agents.v1 import agents_pb2 as apb
 from utimesh.clinical.v1 import clinical_pb2 as pb
+from utimesh.codec import triage as triage_codec
 from utimesh.codec.clinical import (
     AGENTS,
     DURATION_UNITS,
@@ -13,7 +14,6 @@ from utimesh.codec.clinical import (
     intake_from_proto,
     intake_to_proto,
 )
-from utimesh.codec import triage as triage_codec
 from utimesh.rules.model import Agent, CourseDuration, DoseComponent, Regimen
 
 _CLAIM_KINDS = {k: apb.ClaimKind.Value(f"CLAIM_KIND_{k.name}") for k in m.ClaimKind}

@@ -51,4 +51,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     handler.setFormatter(JsonFormatter(service))
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # gRPC's core logs every call a client abandoned (deadline, cancel) at ERROR; under load that
+    # floods the log with events that are the caller's business. The status still reaches it.
+    logging.getLogger("grpc._cython.cygrpc").setLevel(logging.CRITICAL)
     _configured = True

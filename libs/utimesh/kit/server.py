@@ -4,6 +4,7 @@ status, not hard-coded), reflection, the service interceptor, and a graceful dra
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -78,6 +79,10 @@ async def serve(
 ) -> None:
     """Run until SIGTERM or SIGINT, then drain gracefully."""
     running = await start_server(spec, settings)
+    # Startup objects live for the whole process: keep them out of every later full collection
+    # (a ~16 ms pause on the first one otherwise).
+    gc.collect()
+    gc.freeze()
     log.info(
         "serving",
         extra={"fields": {"service": spec.name, "address": f"{settings.host}:{running.port}"}},

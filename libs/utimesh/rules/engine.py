@@ -431,12 +431,12 @@ def _evaluate_agent(
     trace: _Trace, facts: _Facts, ruleset: Ruleset, agent: Agent, rank: int
 ) -> AgentEvaluation:
     exclusions: list[RuleHit] = []
-    for ex in ruleset.exclusions:
-        if ex.agent is agent and (detail := _exclusion_fires(ex, facts, ruleset)) is not None:
+    for ex in ruleset.exclusions_by_agent[agent]:
+        if (detail := _exclusion_fires(ex, facts, ruleset)) is not None:
             exclusions.append(trace.make(ex.id, detail))
     warnings: list[Warning] = []
-    for row in ruleset.interactions:
-        if agent in row.agents and _interaction_fires(row, facts, ruleset):
+    for row in ruleset.interactions_by_agent[agent]:
+        if _interaction_fires(row, facts, ruleset):
             if row.action == "AVOID":
                 exclusions.append(trace.make(row.id, row.title))
             else:
@@ -448,7 +448,7 @@ def _evaluate_agent(
     return AgentEvaluation(
         agent=agent,
         rank=rank,
-        regimen=regimen.to_regimen(),
+        regimen=ruleset.regimen_values[agent],
         exclusions=tuple(exclusions),
         agent_warnings=tuple(warnings),
         counselling=regimen.counselling,

@@ -305,6 +305,19 @@ class Ruleset:
     def term_index(self) -> TermIndex:
         return TermIndex({name: g.terms for name, g in self.dictionaries.groups.items()})
 
+    # Per-agent views, computed once: the engine runs these on every assessment.
+    @cached_property
+    def exclusions_by_agent(self) -> Mapping[Agent, tuple[ExclusionDef, ...]]:
+        return {a: tuple(ex for ex in self.exclusions if ex.agent is a) for a in Agent}
+
+    @cached_property
+    def interactions_by_agent(self) -> Mapping[Agent, tuple[InteractionDef, ...]]:
+        return {a: tuple(row for row in self.interactions if a in row.agents) for a in Agent}
+
+    @cached_property
+    def regimen_values(self) -> Mapping[Agent, Regimen]:
+        return {a: r.to_regimen() for a, r in self.regimens.items()}
+
 
 @dataclass(frozen=True)
 class Knowledge:

@@ -147,13 +147,14 @@ def _env_overrides(
         if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
             continue
         rest = key[len(ENV_PREFIX) :]
-        for suffix, field in _ENV_SUFFIXES:
-            if rest.endswith(suffix) and len(rest) > len(suffix):
-                agent = rest[: -len(suffix)].lower()
-                break
-        else:
+        match = next(
+            ((s, f) for s, f in _ENV_SUFFIXES if rest.endswith(s) and len(rest) > len(s)), None
+        )
+        if match is None:
             # Not <AGENT>_<FIELD>: another component's UTIMESH_LLM_* knob (cache, ...).
             continue
+        suffix, field = match
+        agent = rest[: -len(suffix)].lower()
         if agent != ALL_AGENTS and agent not in known_agents:
             raise ConfigError(
                 f"{key}: unknown agent {agent!r}; known agents: {sorted(known_agents)} or ALL"

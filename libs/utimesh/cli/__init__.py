@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from utimesh.cli.config import config
+from utimesh.cli.consult import consult
 from utimesh.cli.demo import demo
 from utimesh.cli.serve import serve
 from utimesh.cli.triage import ruleset, triage
@@ -19,6 +21,8 @@ cli.add_command(triage)
 cli.add_command(ruleset)
 cli.add_command(serve)
 cli.add_command(demo)
+cli.add_command(consult)
+cli.add_command(config)
 
 
 def main() -> None:

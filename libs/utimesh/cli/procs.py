@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -50,7 +51,7 @@ async def wait_serving(
 
 @contextlib.asynccontextmanager
 async def service_process(
-    service: str, health_name: str, limit_s: float = 30.0
+    service: str, health_name: str, limit_s: float = 30.0, env: Mapping[str, str] | None = None
 ) -> AsyncIterator[str]:
     """Run `utimesh serve SERVICE` on a free loopback port; yield its target; drain on exit."""
     port = free_port()
@@ -63,6 +64,7 @@ async def service_process(
         "--port",
         str(port),
         stdout=asyncio.subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
     )
     target = f"127.0.0.1:{port}"
     try:
@@ -76,3 +78,34 @@ async def service_process(
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+
+
+SERVICES = {
+    "triage": "utimesh.triage.v1.TriageService",
+    "doctor": "utimesh.doctor.v1.DoctorService",
+    "pharmacist": "utimesh.pharmacist.v1.PharmacistService",
+    "consult": "utimesh.consult.v1.ConsultationService",
+}
+
+
+@contextlib.asynccontextmanager
+async def local_consult_services(limit_s: float = 30.0) -> AsyncIterator[str]:
+    """Start triage, doctor, pharmacist and consult on loopback; yield the consult target.
+
+    A minimal local mesh for the CLI and the demo (plaintext, no edge); `utimesh up` is the
+    full one."""
+    async with contextlib.AsyncExitStack() as stack:
+        agents = ("triage", "doctor", "pharmacist")
+        targets = await asyncio.gather(
+            *(
+                stack.enter_async_context(service_process(name, SERVICES[name], limit_s))
+                for name in agents
+            )
+        )
+        env = {
+            f"UTIMESH_CONSULT_{name.upper()}_TARGET": t
+            for name, t in zip(agents, targets, strict=True)
+        }
+        yield await stack.enter_async_context(
+            service_process("consult", SERVICES["consult"], limit_s, env)
+        )

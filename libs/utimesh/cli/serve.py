@@ -2,27 +2,60 @@
 
 from __future__ import annotations
 
+import importlib
+
 import click
+
+_SERVICES = {
+    "triage": (
+        "services.triage.main",
+        "TriageSettings",
+        "The triage service: deterministic rules over gRPC (default port 50051).",
+    ),
+    "doctor": ("services.doctor.main", "DoctorSettings", "The doctor agent (default port 50052)."),
+    "pharmacist": (
+        "services.pharmacist.main",
+        "PharmacistSettings",
+        "The pharmacist agent (default port 50053).",
+    ),
+    "consult": (
+        "services.consult.main",
+        "ConsultSettings",
+        "The consultation service (default port 50050).",
+    ),
+}
 
 
 @click.group()
 def serve() -> None:
-    """Run one utimesh service in the foreground (SIGTERM drains it gracefully)."""
+    """Run one utimesh service in the foreground (SIGTERM drains it gracefully).
+
+    Settings come from UTIMESH_<SERVICE>_* environment variables; flags override them.
+    """
 
 
-@serve.command("triage")
-@click.option(
-    "--host", default=None, help="Address to bind (env UTIMESH_TRIAGE_HOST, default 127.0.0.1)."
-)
-@click.option(
-    "--port",
-    type=int,
-    default=None,
-    help="Port (env UTIMESH_TRIAGE_PORT, default 50051; 0 = any free port).",
-)
-def serve_triage(host: str | None, port: int | None) -> None:
-    """The triage service: deterministic rules over gRPC."""
-    from services.triage.main import TriageSettings, run
+def _command(name: str, module: str, settings_class: str, help_text: str) -> click.Command:
+    @click.command(name=name, help=help_text)
+    @click.option(
+        "--host",
+        default=None,
+        help=f"Address to bind (env UTIMESH_{name.upper()}_HOST, default 127.0.0.1).",
+    )
+    @click.option(
+        "--port",
+        type=int,
+        default=None,
+        help=f"Port (env UTIMESH_{name.upper()}_PORT; 0 = any free port).",
+    )
+    def command(host: str | None, port: int | None) -> None:
+        mod = importlib.import_module(
+            module
+        )  # imported here: one service's dependencies per process
+        overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+        mod.run(getattr(mod, settings_class)(**overrides))
 
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
-    run(TriageSettings(**overrides))  # type: ignore[arg-type]
+    return command
+
+
+for _name, (_module, _settings, _help) in _SERVICES.items():
+    serve.add_command(_command(_name, _module, _settings, _help))

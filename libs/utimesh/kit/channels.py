@@ -1,5 +1,10 @@
-"""Client channels: created once per process and reused; retries only on UNAVAILABLE, in one
-place (the service config below), so no other layer retries the same call."""
+"""Client channels: created once per process and reused.
+
+Retries live at one layer only. gRPC's transparent retry re-sends a call that never reached a
+server (on by default); nothing here retries a call a server has seen, because an UNAVAILABLE
+from an agent usually means its model is failing, and the LLM adapter has already retried that
+(utimesh.llm.openai_compat). Retrying again here would multiply the attempts.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +12,10 @@ import json
 
 import grpc
 
-# Transparent retry of calls that never reached a server. Istio retries too in production:
-# see mesh/ for how the two are kept from multiplying.
-_SERVICE_CONFIG = json.dumps(
-    {
-        "methodConfig": [
-            {
-                "name": [{}],
-                "retryPolicy": {
-                    "maxAttempts": 3,
-                    "initialBackoff": "0.05s",
-                    "maxBackoff": "0.5s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ]
-    }
-)
+_SERVICE_CONFIG = json.dumps({"methodConfig": [{"name": [{}], "waitForReady": False}]})
 
 CHANNEL_OPTIONS: tuple[tuple[str, object], ...] = (
     ("grpc.service_config", _SERVICE_CONFIG),
-    ("grpc.enable_retries", 1),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
 )

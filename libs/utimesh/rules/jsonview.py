@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any
 
-from utimesh.rules.model import Agent, Assessment, CourseDuration, DoseComponent, Regimen
+from utimesh.rules.model import Agent, Assessment, CourseDuration, DoseComponent, Intake, Regimen
 
 
 def _number(value: float) -> int | float:
@@ -89,3 +90,26 @@ def assessment_to_json(a: Assessment) -> dict[str, Any]:
         },
         "missing_fields": [p.path for p in a.problems],
     }
+
+
+def intake_to_json(intake: Intake) -> dict[str, Any]:
+    """The cases.json patient format (the inverse of parse_intake for readable intakes)."""
+
+    def plain(obj: Any) -> Any:
+        if isinstance(obj, StrEnum):
+            return obj.value
+        if obj is None or isinstance(obj, bool | int | float | str):
+            return obj
+        if hasattr(obj, "isoformat"):
+            return obj.isoformat()
+        if isinstance(obj, tuple):
+            return [plain(x) for x in obj]
+        return {name: plain(getattr(obj, name)) for name in obj.__dataclass_fields__}
+
+    data = plain(intake)
+    data.pop("unreadable", None)
+    data["recurrence"] = (
+        None if data["prior_episodes"] is None else {"prior_episodes": data["prior_episodes"]}
+    )
+    del data["prior_episodes"]
+    return dict(data)

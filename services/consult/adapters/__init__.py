@@ -1,0 +1,1 @@
+"""Adapters of the consult service's ports: gRPC clients of triage, doctor and pharmacist."""

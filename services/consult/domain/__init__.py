@@ -1,0 +1,1 @@
+"""Pure domain of the consultation (orchestration over ports; no grpc)."""

@@ -1,0 +1,69 @@
+"""Composition root of the consult service: one channel per downstream service, built once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import grpc
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.consult.adapters.grpc_ports import GrpcDoctor, GrpcPharmacist, GrpcTriage
+from services.consult.domain.deliberation import Ports
+from services.consult.servicer import DOMAIN, SERVICE_NAME, ConsultationServicer
+from utimesh.consult.v1 import consult_pb2_grpc
+from utimesh.kit.channels import insecure_channel
+from utimesh.kit.logging import configure_logging
+from utimesh.kit.server import ServiceSpec, serve
+from utimesh.kit.settings import ServiceSettings
+
+DEFAULT_PORT = 50050
+
+
+class ConsultSettings(ServiceSettings):
+    """Environment: UTIMESH_CONSULT_* (HOST, PORT, TRIAGE_TARGET, DOCTOR_TARGET, ...)."""
+
+    model_config = SettingsConfigDict(env_prefix="UTIMESH_CONSULT_", extra="ignore", frozen=True)
+    port: int = DEFAULT_PORT
+    max_budget_seconds: float = 120.0
+    triage_target: str = "127.0.0.1:50051"
+    doctor_target: str = "127.0.0.1:50052"
+    pharmacist_target: str = "127.0.0.1:50053"
+    max_rounds: int = Field(default=3, ge=1, le=5)
+    consultation_budget_seconds: float = Field(default=60.0, gt=0)
+    agent_timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+def build_spec(ports: Ports, settings: ConsultSettings) -> ServiceSpec:
+    servicer = ConsultationServicer(
+        ports,
+        default_rounds=settings.max_rounds,
+        budget_s=settings.consultation_budget_seconds,
+        agent_timeout_s=settings.agent_timeout_seconds,
+    )
+
+    def register(server: grpc.aio.Server) -> None:
+        consult_pb2_grpc.add_ConsultationServiceServicer_to_server(servicer, server)
+
+    return ServiceSpec(
+        name="consult", service_names=(SERVICE_NAME,), register=register, domain=DOMAIN
+    )
+
+
+async def _main(settings: ConsultSettings, on_started: Callable[[int], None] | None) -> None:
+    channels = [
+        insecure_channel(t)
+        for t in (settings.triage_target, settings.doctor_target, settings.pharmacist_target)
+    ]
+    ports = Ports(GrpcTriage(channels[0]), GrpcDoctor(channels[1]), GrpcPharmacist(channels[2]))
+    try:
+        await serve(build_spec(ports, settings), settings, on_started)
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
+def run(settings: ConsultSettings, on_started: Callable[[int], None] | None = None) -> None:
+    configure_logging("consult", settings.log_level)
+    asyncio.run(_main(settings, on_started))

@@ -1,0 +1,1 @@
+"""Pure domain of the doctor agent (no grpc, no openai)."""

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import json
 import sys
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -116,9 +118,12 @@ async def _target(server: str | None, console: Console | None) -> AsyncIterator[
     if server:
         yield server
         return
+    log_dir = Path(tempfile.mkdtemp(prefix="utimesh-logs-"))
     if console:
-        console.print("[dim]starting local services: triage, doctor, pharmacist, consult …[/]")
-    async with local_consult_services() as target:
+        console.print(
+            f"[dim]starting local services: triage, doctor, pharmacist, consult (logs in {log_dir}) …[/]"
+        )
+    async with local_consult_services(log_dir=log_dir) as target:
         yield target
 
 

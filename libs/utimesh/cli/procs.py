@@ -10,6 +10,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -89,7 +90,9 @@ SERVICES = {
 
 
 @contextlib.asynccontextmanager
-async def local_consult_services(limit_s: float = 30.0) -> AsyncIterator[str]:
+async def local_consult_services(
+    limit_s: float = 30.0, log_dir: Path | None = None
+) -> AsyncIterator[str]:
     """Start triage, doctor, pharmacist and consult on loopback; yield the consult target.
 
     A minimal local mesh for the CLI and the demo (plaintext, no edge); `utimesh up` is the

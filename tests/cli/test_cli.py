@@ -144,3 +144,15 @@ def test_server_rejection_is_reported_per_patient(triage_server: str) -> None:
     assert ok["decision"] == "recommend_treatment"
     assert bad["error"]["reason"] == "INVALID_INTAKE"
     assert bad["error"]["field_violations"][0]["field"] == "intake.age"
+
+
+def test_consult_starts_local_services_and_prints_json(tmp_path: Path) -> None:
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(patient(history__allergies=["Macrobid"])))
+    result = run("consult", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    c = json.loads(result.stdout)
+    assert (c["decision"], c["outcome"]) == ("DECISION_RECOMMEND_TREATMENT", "OUTCOME_AGREED")
+    assert c["regimen"]["agent"] == "AGENT_TRIMETHOPRIM_SULFAMETHOXAZOLE"
+    assert [e["actor"] for e in c["transcript"]][:3] == ["triage", "doctor", "triage"]
+    assert "DRAFT for prescriber sign-off" in c["notice"]

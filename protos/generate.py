@@ -94,9 +94,20 @@ def main() -> int:
     args = parser.parse_args()
     if args.check:
         return check()
-    for stale in generated_files(OUT):
-        stale.unlink()
-    generate(OUT)
+    # Generate aside first, then swap: an interrupted run never leaves the tree half-generated.
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp)
+        generate(fresh)
+        new = {p.relative_to(fresh) for p in generated_files(fresh)}
+        for stale in generated_files(OUT):
+            if stale.relative_to(OUT) not in new:
+                stale.unlink()
+        for rel in sorted(new):
+            (OUT / rel).parent.mkdir(parents=True, exist_ok=True)
+            (OUT / rel).write_bytes((fresh / rel).read_bytes())
+            init = (OUT / rel).parent / "__init__.py"
+            if not init.exists():
+                init.write_text("")
     print(
         f"generated {len(generated_files(OUT))} files from {len(proto_files())} protos into {OUT}"
     )

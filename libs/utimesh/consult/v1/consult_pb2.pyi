@@ -13,6 +13,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from utimesh.agents.v1 import agents_pb2 as _agents_pb2
 from utimesh.clinical.v1 import clinical_pb2 as _clinical_pb2
+from utimesh.evidence.v1 import evidence_pb2 as _evidence_pb2
 from utimesh.triage.v1 import triage_pb2 as _triage_pb2
 import builtins as _builtins
 import sys
@@ -80,6 +81,120 @@ ESCALATION_REASON_NO_AGREEMENT: EscalationReason.ValueType  # 2
 ESCALATION_REASON_AGENT_CONTRADICTED_TRIAGE: EscalationReason.ValueType  # 3
 """The doctor proposed a prescription although triage decided refer or no antibiotics."""
 Global___EscalationReason: _TypeAlias = EscalationReason  # noqa: Y015
+
+@_typing.final
+class GetConsultationRequest(_message.Message):
+    """Request for GetConsultation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"consultations/{id}"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConsultationRequest: _TypeAlias = GetConsultationRequest  # noqa: Y015
+
+@_typing.final
+class GetConsultationResponse(_message.Message):
+    """Response of GetConsultation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSULTATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def consultation(self) -> Global___Consultation: ...
+    def __init__(
+        self,
+        *,
+        consultation: Global___Consultation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consultation", b"consultation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consultation", b"consultation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetConsultationResponse: _TypeAlias = GetConsultationResponse  # noqa: Y015
+
+@_typing.final
+class AskConsultationRequest(_message.Message):
+    """Request for AskConsultation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    QUESTION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"consultations/{id}"."""
+    question: _builtins.str
+    """The question (not logged)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        question: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "question", b"question"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AskConsultationRequest: _TypeAlias = AskConsultationRequest  # noqa: Y015
+
+@_typing.final
+class AskConsultationResponse(_message.Message):
+    """Response of AskConsultation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    ANSWER_FIELD_NUMBER: _builtins.int
+    SECTION_IDS_FIELD_NUMBER: _builtins.int
+    PASSAGE_IDS_FIELD_NUMBER: _builtins.int
+    RULE_IDS_FIELD_NUMBER: _builtins.int
+    GENERATED_BY_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """"ANSWERED", "CANNOT_ANSWER", "NEEDS_NEW_CONSULTATION" or "OUT_OF_SCOPE"."""
+    answer: _builtins.str
+    generated_by: _builtins.str
+    @_builtins.property
+    def section_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Report section anchors the answer rests on."""
+
+    @_builtins.property
+    def passage_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Passage ids the answer cites."""
+
+    @_builtins.property
+    def rule_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        answer: _builtins.str = ...,
+        section_ids: _abc.Iterable[_builtins.str] | None = ...,
+        passage_ids: _abc.Iterable[_builtins.str] | None = ...,
+        rule_ids: _abc.Iterable[_builtins.str] | None = ...,
+        generated_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "generated_by", b"generated_by", "kind", b"kind", "passage_ids", b"passage_ids", "rule_ids", b"rule_ids", "section_ids", b"section_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AskConsultationResponse: _TypeAlias = AskConsultationResponse  # noqa: Y015
 
 @_typing.final
 class CreateConsultationRequest(_message.Message):
@@ -357,6 +472,10 @@ class Consultation(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     NOTICE_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    GROUNDINGS_FIELD_NUMBER: _builtins.int
+    CORPUS_VERSION_FIELD_NUMBER: _builtins.int
+    REPORT_MARKDOWN_FIELD_NUMBER: _builtins.int
+    REPORT_SHA256_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name "consultations/{id}"."""
     request_id: _builtins.str
@@ -372,6 +491,12 @@ class Consultation(_message.Message):
     """Always says the result is a draft for prescriber sign-off, and what is missing."""
     create_time: _builtins.str
     """RFC 3339 time the consultation was created."""
+    corpus_version: _builtins.str
+    """Version of the evidence corpus used for grounding; empty when grounding was unavailable."""
+    report_markdown: _builtins.str
+    """The markdown report (empty when the report service was unavailable)."""
+    report_sha256: _builtins.str
+    """SHA-256 of report_markdown."""
     @_builtins.property
     def regimen(self) -> _clinical_pb2.Regimen:
         """The final regimen: one of triage's eligible regimens (re-validated), or unset."""
@@ -394,6 +519,10 @@ class Consultation(_message.Message):
 
     @_builtins.property
     def usage(self) -> Global___Usage: ...
+    @_builtins.property
+    def groundings(self) -> _containers.RepeatedCompositeFieldContainer[_evidence_pb2.ClaimGrounding]:
+        """Every claim of the doctor and the pharmacist, grounded in cited passages."""
+
     def __init__(
         self,
         *,
@@ -413,10 +542,14 @@ class Consultation(_message.Message):
         usage: Global___Usage | None = ...,
         notice: _builtins.str = ...,
         create_time: _builtins.str = ...,
+        groundings: _abc.Iterable[_evidence_pb2.ClaimGrounding] | None = ...,
+        corpus_version: _builtins.str = ...,
+        report_markdown: _builtins.str = ...,
+        report_sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["assessment", b"assessment", "regimen", b"regimen", "review", b"review", "triage", b"triage", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment", b"assessment", "create_time", b"create_time", "decision", b"decision", "escalation_reason", b"escalation_reason", "missing_reviews", b"missing_reviews", "name", b"name", "needs_prescriber_review", b"needs_prescriber_review", "notice", b"notice", "outcome", b"outcome", "regimen", b"regimen", "request_id", b"request_id", "review", b"review", "rounds", b"rounds", "transcript", b"transcript", "triage", b"triage", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment", b"assessment", "corpus_version", b"corpus_version", "create_time", b"create_time", "decision", b"decision", "escalation_reason", b"escalation_reason", "groundings", b"groundings", "missing_reviews", b"missing_reviews", "name", b"name", "needs_prescriber_review", b"needs_prescriber_review", "notice", b"notice", "outcome", b"outcome", "regimen", b"regimen", "report_markdown", b"report_markdown", "report_sha256", b"report_sha256", "request_id", b"request_id", "review", b"review", "rounds", b"rounds", "transcript", b"transcript", "triage", b"triage", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

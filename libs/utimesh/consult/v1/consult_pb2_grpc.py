@@ -47,6 +47,16 @@ class ConsultationServiceStub:
                 request_serializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.StreamConsultationRequest.SerializeToString,
                 response_deserializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.StreamConsultationResponse.FromString,
                 _registered_method=True)
+        self.GetConsultation = channel.unary_unary(
+                '/utimesh.consult.v1.ConsultationService/GetConsultation',
+                request_serializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.GetConsultationRequest.SerializeToString,
+                response_deserializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.GetConsultationResponse.FromString,
+                _registered_method=True)
+        self.AskConsultation = channel.unary_unary(
+                '/utimesh.consult.v1.ConsultationService/AskConsultation',
+                request_serializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.AskConsultationRequest.SerializeToString,
+                response_deserializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.AskConsultationResponse.FromString,
+                _registered_method=True)
 
 
 class ConsultationServiceServicer:
@@ -69,6 +79,20 @@ class ConsultationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetConsultation(self, request, context):
+        """A consultation by name. NOT_FOUND when unknown.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AskConsultation(self, request, context):
+        """Answers a question about a consultation from its report and evidence.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConsultationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -81,6 +105,16 @@ def add_ConsultationServiceServicer_to_server(servicer, server):
                     servicer.StreamConsultation,
                     request_deserializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.StreamConsultationRequest.FromString,
                     response_serializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.StreamConsultationResponse.SerializeToString,
+            ),
+            'GetConsultation': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsultation,
+                    request_deserializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.GetConsultationRequest.FromString,
+                    response_serializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.GetConsultationResponse.SerializeToString,
+            ),
+            'AskConsultation': grpc.unary_unary_rpc_method_handler(
+                    servicer.AskConsultation,
+                    request_deserializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.AskConsultationRequest.FromString,
+                    response_serializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.AskConsultationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -140,6 +174,60 @@ class ConsultationService:
             '/utimesh.consult.v1.ConsultationService/StreamConsultation',
             utimesh_dot_consult_dot_v1_dot_consult__pb2.StreamConsultationRequest.SerializeToString,
             utimesh_dot_consult_dot_v1_dot_consult__pb2.StreamConsultationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsultation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/utimesh.consult.v1.ConsultationService/GetConsultation',
+            utimesh_dot_consult_dot_v1_dot_consult__pb2.GetConsultationRequest.SerializeToString,
+            utimesh_dot_consult_dot_v1_dot_consult__pb2.GetConsultationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AskConsultation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/utimesh.consult.v1.ConsultationService/AskConsultation',
+            utimesh_dot_consult_dot_v1_dot_consult__pb2.AskConsultationRequest.SerializeToString,
+            utimesh_dot_consult_dot_v1_dot_consult__pb2.AskConsultationResponse.FromString,
             options,
             channel_credentials,
             insecure,

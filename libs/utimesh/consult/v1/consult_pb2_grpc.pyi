@@ -43,6 +43,10 @@ class ConsultationServiceStub:
     """Runs a consultation to the end and returns it."""
     StreamConsultation: _grpc.UnaryStreamMultiCallable[_consult_pb2.StreamConsultationRequest, _consult_pb2.StreamConsultationResponse]
     """Runs a consultation, streaming a progress event per step; the last message holds it."""
+    GetConsultation: _grpc.UnaryUnaryMultiCallable[_consult_pb2.GetConsultationRequest, _consult_pb2.GetConsultationResponse]
+    """A consultation by name. NOT_FOUND when unknown."""
+    AskConsultation: _grpc.UnaryUnaryMultiCallable[_consult_pb2.AskConsultationRequest, _consult_pb2.AskConsultationResponse]
+    """Answers a question about a consultation from its report and evidence."""
 
 @_typing.type_check_only
 class ConsultationServiceAsyncStub(ConsultationServiceStub):
@@ -56,6 +60,10 @@ class ConsultationServiceAsyncStub(ConsultationServiceStub):
     """Runs a consultation to the end and returns it."""
     StreamConsultation: _aio.UnaryStreamMultiCallable[_consult_pb2.StreamConsultationRequest, _consult_pb2.StreamConsultationResponse]  # type: ignore[assignment]
     """Runs a consultation, streaming a progress event per step; the last message holds it."""
+    GetConsultation: _aio.UnaryUnaryMultiCallable[_consult_pb2.GetConsultationRequest, _consult_pb2.GetConsultationResponse]  # type: ignore[assignment]
+    """A consultation by name. NOT_FOUND when unknown."""
+    AskConsultation: _aio.UnaryUnaryMultiCallable[_consult_pb2.AskConsultationRequest, _consult_pb2.AskConsultationResponse]  # type: ignore[assignment]
+    """Answers a question about a consultation from its report and evidence."""
 
 class ConsultationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs consultations. Errors: INVALID_ARGUMENT for a malformed intake or unknown profile
@@ -78,5 +86,21 @@ class ConsultationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_consult_pb2.StreamConsultationResponse], _abc.AsyncIterator[_consult_pb2.StreamConsultationResponse]]:
         """Runs a consultation, streaming a progress event per step; the last message holds it."""
+
+    @_abc_1.abstractmethod
+    def GetConsultation(
+        self,
+        request: _consult_pb2.GetConsultationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_consult_pb2.GetConsultationResponse, _abc.Awaitable[_consult_pb2.GetConsultationResponse]]:
+        """A consultation by name. NOT_FOUND when unknown."""
+
+    @_abc_1.abstractmethod
+    def AskConsultation(
+        self,
+        request: _consult_pb2.AskConsultationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_consult_pb2.AskConsultationResponse, _abc.Awaitable[_consult_pb2.AskConsultationResponse]]:
+        """Answers a question about a consultation from its report and evidence."""
 
 def add_ConsultationServiceServicer_to_server(servicer: ConsultationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

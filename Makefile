@@ -32,10 +32,14 @@ lint: $(STAMP) ## ruff, mypy --strict, buf lint, generated-code freshness
 	$(BIN)/ruff format --check libs services tests protos
 	$(BIN)/mypy libs/utimesh services
 	$(BIN)/python protos/generate.py --check
-	cd protos && npx --yes @bufbuild/buf@1.75.0 lint
+	PYTHON=$(BIN)/python bash protos/lint.sh
 
-bench: $(STAMP) ## Benchmarks (engine, gRPC); prints tables
-	$(BIN)/python -m tests.bench.bench_triage
+# Both benchmarks run even if the first reports errors; the target fails if either did.
+bench: $(STAMP) ## Benchmarks (triage engine and gRPC, consultations through the mesh); prints tables
+	rc=0; \
+	$(BIN)/python -m tests.bench.bench_triage || rc=1; \
+	$(BIN)/python -m tests.bench.bench_consult || rc=1; \
+	exit $$rc
 
 clean: ## Remove caches (keeps .venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist

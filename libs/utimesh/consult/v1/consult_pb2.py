@@ -22,47 +22,56 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from utimesh.agents.v1 import agents_pb2 as utimesh_dot_agents_dot_v1_dot_agents__pb2
 from utimesh.clinical.v1 import clinical_pb2 as utimesh_dot_clinical_dot_v1_dot_clinical__pb2
 from utimesh.evidence.v1 import evidence_pb2 as utimesh_dot_evidence_dot_v1_dot_evidence__pb2
 from utimesh.triage.v1 import triage_pb2 as utimesh_dot_triage_dot_v1_dot_triage__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n utimesh/consult/v1/consult.proto\x12\x12utimesh.consult.v1\x1a\x1eutimesh/agents/v1/agents.proto\x1a\"utimesh/clinical/v1/clinical.proto\x1a\"utimesh/evidence/v1/evidence.proto\x1a\x1eutimesh/triage/v1/triage.proto\"&\n\x16GetConsultationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"Q\n\x17GetConsultationResponse\x12\x36\n\x0c\x63onsultation\x18\x01 \x01(\x0b\x32 .utimesh.consult.v1.Consultation\"8\n\x16\x41skConsultationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\"\x89\x01\n\x17\x41skConsultationResponse\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12\x13\n\x0bsection_ids\x18\x03 \x03(\t\x12\x13\n\x0bpassage_ids\x18\x04 \x03(\t\x12\x10\n\x08rule_ids\x18\x05 \x03(\t\x12\x14\n\x0cgenerated_by\x18\x06 \x01(\t\"\x81\x01\n\x19\x43reateConsultationRequest\x12+\n\x06intake\x18\x01 \x01(\x0b\x32\x1b.utimesh.clinical.v1.Intake\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x12\n\nmax_rounds\x18\x04 \x01(\x05\"T\n\x1a\x43reateConsultationResponse\x12\x36\n\x0c\x63onsultation\x18\x01 \x01(\x0b\x32 .utimesh.consult.v1.Consultation\"\x81\x01\n\x19StreamConsultationRequest\x12+\n\x06intake\x18\x01 \x01(\x0b\x32\x1b.utimesh.clinical.v1.Intake\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x12\n\nmax_rounds\x18\x04 \x01(\x05\"\x91\x01\n\x1aStreamConsultationResponse\x12\x30\n\x08progress\x18\x01 \x01(\x0b\x32\x1c.utimesh.consult.v1.ProgressH\x00\x12\x38\n\x0c\x63onsultation\x18\x02 \x01(\x0b\x32 .utimesh.consult.v1.ConsultationH\x00\x42\x07\n\x05\x65vent\"\\\n\x08Progress\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x12\n\nelapsed_ms\x18\x05 \x01(\x01\"[\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x15\n\routput_tokens\x18\x02 \x01(\x05\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\x12\x13\n\x0bmodel_calls\x18\x04 \x01(\x05\"\xce\x02\n\x0fTranscriptEntry\x12\r\n\x05round\x18\x01 \x01(\x05\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0f\n\x07summary\x18\x04 \x01(\t\x12(\n\x03run\x18\x05 \x01(\x0b\x32\x1b.utimesh.agents.v1.AgentRun\x12-\n\x07regimen\x18\x06 \x01(\x0b\x32\x1c.utimesh.clinical.v1.Regimen\x12\x34\n\nviolations\x18\x07 \x03(\x0b\x32 .utimesh.triage.v1.PlanViolation\x12+\n\x07verdict\x18\x08 \x01(\x0e\x32\x1a.utimesh.agents.v1.Verdict\x12,\n\x08\x63oncerns\x18\t \x03(\x0b\x32\x1a.utimesh.agents.v1.Concern\x12\x12\n\nelapsed_ms\x18\n \x01(\x01\"\xfc\x05\n\x0c\x43onsultation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12,\n\x07outcome\x18\x03 \x01(\x0e\x32\x1b.utimesh.consult.v1.Outcome\x12?\n\x11\x65scalation_reason\x18\x04 \x01(\x0e\x32$.utimesh.consult.v1.EscalationReason\x12/\n\x08\x64\x65\x63ision\x18\x05 \x01(\x0e\x32\x1d.utimesh.clinical.v1.Decision\x12-\n\x07regimen\x18\x06 \x01(\x0b\x32\x1c.utimesh.clinical.v1.Regimen\x12\x1f\n\x17needs_prescriber_review\x18\x07 \x01(\x08\x12\x17\n\x0fmissing_reviews\x18\x08 \x03(\t\x12\x0e\n\x06rounds\x18\t \x01(\x05\x12\x37\n\ntranscript\x18\n \x03(\x0b\x32#.utimesh.consult.v1.TranscriptEntry\x12\x38\n\x06triage\x18\x0b \x01(\x0b\x32(.utimesh.triage.v1.AssessPatientResponse\x12\x39\n\nassessment\x18\x0c \x01(\x0b\x32%.utimesh.agents.v1.ClinicalAssessment\x12\x33\n\x06review\x18\r \x01(\x0b\x32#.utimesh.agents.v1.PharmacistReview\x12(\n\x05usage\x18\x0e \x01(\x0b\x32\x19.utimesh.consult.v1.Usage\x12\x0e\n\x06notice\x18\x0f \x01(\t\x12\x13\n\x0b\x63reate_time\x18\x10 \x01(\t\x12\x37\n\ngroundings\x18\x11 \x03(\x0b\x32#.utimesh.evidence.v1.ClaimGrounding\x12\x16\n\x0e\x63orpus_version\x18\x12 \x01(\t\x12\x17\n\x0freport_markdown\x18\x13 \x01(\t\x12\x15\n\rreport_sha256\x18\x14 \x01(\t*~\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x12\n\x0eOUTCOME_AGREED\x10\x01\x12\x17\n\x13OUTCOME_NOT_TREATED\x10\x02\x12\x15\n\x11OUTCOME_ESCALATED\x10\x03\x12\x16\n\x12OUTCOME_UNREVIEWED\x10\x04*\xb5\x01\n\x10\x45scalationReason\x12!\n\x1d\x45SCALATION_REASON_UNSPECIFIED\x10\x00\x12)\n%ESCALATION_REASON_PHARMACIST_REJECTED\x10\x01\x12\"\n\x1e\x45SCALATION_REASON_NO_AGREEMENT\x10\x02\x12/\n+ESCALATION_REASON_AGENT_CONTRADICTED_TRIAGE\x10\x03\x32\xd9\x03\n\x13\x43onsultationService\x12s\n\x12\x43reateConsultation\x12-.utimesh.consult.v1.CreateConsultationRequest\x1a..utimesh.consult.v1.CreateConsultationResponse\x12u\n\x12StreamConsultation\x12-.utimesh.consult.v1.StreamConsultationRequest\x1a..utimesh.consult.v1.StreamConsultationResponse0\x01\x12j\n\x0fGetConsultation\x12*.utimesh.consult.v1.GetConsultationRequest\x1a+.utimesh.consult.v1.GetConsultationResponse\x12j\n\x0f\x41skConsultation\x12*.utimesh.consult.v1.AskConsultationRequest\x1a+.utimesh.consult.v1.AskConsultationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n utimesh/consult/v1/consult.proto\x12\x12utimesh.consult.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1eutimesh/agents/v1/agents.proto\x1a\"utimesh/clinical/v1/clinical.proto\x1a\"utimesh/evidence/v1/evidence.proto\x1a\x1eutimesh/triage/v1/triage.proto\"&\n\x16GetConsultationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"Q\n\x17GetConsultationResponse\x12\x36\n\x0c\x63onsultation\x18\x01 \x01(\x0b\x32 .utimesh.consult.v1.Consultation\"8\n\x16\x41skConsultationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\"\x89\x01\n\x17\x41skConsultationResponse\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12\x13\n\x0bsection_ids\x18\x03 \x03(\t\x12\x13\n\x0bpassage_ids\x18\x04 \x03(\t\x12\x10\n\x08rule_ids\x18\x05 \x03(\t\x12\x14\n\x0cgenerated_by\x18\x06 \x01(\t\"\x81\x01\n\x19\x43reateConsultationRequest\x12+\n\x06intake\x18\x01 \x01(\x0b\x32\x1b.utimesh.clinical.v1.Intake\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x12\n\nmax_rounds\x18\x04 \x01(\x05\"T\n\x1a\x43reateConsultationResponse\x12\x36\n\x0c\x63onsultation\x18\x01 \x01(\x0b\x32 .utimesh.consult.v1.Consultation\"\x81\x01\n\x19StreamConsultationRequest\x12+\n\x06intake\x18\x01 \x01(\x0b\x32\x1b.utimesh.clinical.v1.Intake\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x12\n\nmax_rounds\x18\x04 \x01(\x05\"\x91\x01\n\x1aStreamConsultationResponse\x12\x30\n\x08progress\x18\x01 \x01(\x0b\x32\x1c.utimesh.consult.v1.ProgressH\x00\x12\x38\n\x0c\x63onsultation\x18\x02 \x01(\x0b\x32 .utimesh.consult.v1.ConsultationH\x00\x42\x07\n\x05\x65vent\"\\\n\x08Progress\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x12\n\nelapsed_ms\x18\x05 \x01(\x01\"[\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x15\n\routput_tokens\x18\x02 \x01(\x05\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\x12\x13\n\x0bmodel_calls\x18\x04 \x01(\x05\"\xce\x02\n\x0fTranscriptEntry\x12\r\n\x05round\x18\x01 \x01(\x05\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0f\n\x07summary\x18\x04 \x01(\t\x12(\n\x03run\x18\x05 \x01(\x0b\x32\x1b.utimesh.agents.v1.AgentRun\x12-\n\x07regimen\x18\x06 \x01(\x0b\x32\x1c.utimesh.clinical.v1.Regimen\x12\x34\n\nviolations\x18\x07 \x03(\x0b\x32 .utimesh.triage.v1.PlanViolation\x12+\n\x07verdict\x18\x08 \x01(\x0e\x32\x1a.utimesh.agents.v1.Verdict\x12,\n\x08\x63oncerns\x18\t \x03(\x0b\x32\x1a.utimesh.agents.v1.Concern\x12\x12\n\nelapsed_ms\x18\n \x01(\x01\"\xfc\x05\n\x0c\x43onsultation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12,\n\x07outcome\x18\x03 \x01(\x0e\x32\x1b.utimesh.consult.v1.Outcome\x12?\n\x11\x65scalation_reason\x18\x04 \x01(\x0e\x32$.utimesh.consult.v1.EscalationReason\x12/\n\x08\x64\x65\x63ision\x18\x05 \x01(\x0e\x32\x1d.utimesh.clinical.v1.Decision\x12-\n\x07regimen\x18\x06 \x01(\x0b\x32\x1c.utimesh.clinical.v1.Regimen\x12\x1f\n\x17needs_prescriber_review\x18\x07 \x01(\x08\x12\x17\n\x0fmissing_reviews\x18\x08 \x03(\t\x12\x0e\n\x06rounds\x18\t \x01(\x05\x12\x37\n\ntranscript\x18\n \x03(\x0b\x32#.utimesh.consult.v1.TranscriptEntry\x12\x38\n\x06triage\x18\x0b \x01(\x0b\x32(.utimesh.triage.v1.AssessPatientResponse\x12\x39\n\nassessment\x18\x0c \x01(\x0b\x32%.utimesh.agents.v1.ClinicalAssessment\x12\x33\n\x06review\x18\r \x01(\x0b\x32#.utimesh.agents.v1.PharmacistReview\x12(\n\x05usage\x18\x0e \x01(\x0b\x32\x19.utimesh.consult.v1.Usage\x12\x0e\n\x06notice\x18\x0f \x01(\t\x12\x13\n\x0b\x63reate_time\x18\x10 \x01(\t\x12\x37\n\ngroundings\x18\x11 \x03(\x0b\x32#.utimesh.evidence.v1.ClaimGrounding\x12\x16\n\x0e\x63orpus_version\x18\x12 \x01(\t\x12\x17\n\x0freport_markdown\x18\x13 \x01(\t\x12\x15\n\rreport_sha256\x18\x14 \x01(\t*~\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x12\n\x0eOUTCOME_AGREED\x10\x01\x12\x17\n\x13OUTCOME_NOT_TREATED\x10\x02\x12\x15\n\x11OUTCOME_ESCALATED\x10\x03\x12\x16\n\x12OUTCOME_UNREVIEWED\x10\x04*\xb5\x01\n\x10\x45scalationReason\x12!\n\x1d\x45SCALATION_REASON_UNSPECIFIED\x10\x00\x12)\n%ESCALATION_REASON_PHARMACIST_REJECTED\x10\x01\x12\"\n\x1e\x45SCALATION_REASON_NO_AGREEMENT\x10\x02\x12/\n+ESCALATION_REASON_AGENT_CONTRADICTED_TRIAGE\x10\x03\x32\xef\x04\n\x13\x43onsultationService\x12\x91\x01\n\x12\x43reateConsultation\x12-.utimesh.consult.v1.CreateConsultationRequest\x1a..utimesh.consult.v1.CreateConsultationResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/consultations:\x01*\x12\x9a\x01\n\x12StreamConsultation\x12-.utimesh.consult.v1.StreamConsultationRequest\x1a..utimesh.consult.v1.StreamConsultationResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/consultations:stream:\x01*0\x01\x12\x8e\x01\n\x0fGetConsultation\x12*.utimesh.consult.v1.GetConsultationRequest\x1a+.utimesh.consult.v1.GetConsultationResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/{name=consultations/*}\x12\x95\x01\n\x0f\x41skConsultation\x12*.utimesh.consult.v1.AskConsultationRequest\x1a+.utimesh.consult.v1.AskConsultationResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/{name=consultations/*}:ask:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'utimesh.consult.v1.consult_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_OUTCOME']._serialized_start=2302
-  _globals['_OUTCOME']._serialized_end=2428
-  _globals['_ESCALATIONREASON']._serialized_start=2431
-  _globals['_ESCALATIONREASON']._serialized_end=2612
-  _globals['_GETCONSULTATIONREQUEST']._serialized_start=192
-  _globals['_GETCONSULTATIONREQUEST']._serialized_end=230
-  _globals['_GETCONSULTATIONRESPONSE']._serialized_start=232
-  _globals['_GETCONSULTATIONRESPONSE']._serialized_end=313
-  _globals['_ASKCONSULTATIONREQUEST']._serialized_start=315
-  _globals['_ASKCONSULTATIONREQUEST']._serialized_end=371
-  _globals['_ASKCONSULTATIONRESPONSE']._serialized_start=374
-  _globals['_ASKCONSULTATIONRESPONSE']._serialized_end=511
-  _globals['_CREATECONSULTATIONREQUEST']._serialized_start=514
-  _globals['_CREATECONSULTATIONREQUEST']._serialized_end=643
-  _globals['_CREATECONSULTATIONRESPONSE']._serialized_start=645
-  _globals['_CREATECONSULTATIONRESPONSE']._serialized_end=729
-  _globals['_STREAMCONSULTATIONREQUEST']._serialized_start=732
-  _globals['_STREAMCONSULTATIONREQUEST']._serialized_end=861
-  _globals['_STREAMCONSULTATIONRESPONSE']._serialized_start=864
-  _globals['_STREAMCONSULTATIONRESPONSE']._serialized_end=1009
-  _globals['_PROGRESS']._serialized_start=1011
-  _globals['_PROGRESS']._serialized_end=1103
-  _globals['_USAGE']._serialized_start=1105
-  _globals['_USAGE']._serialized_end=1196
-  _globals['_TRANSCRIPTENTRY']._serialized_start=1199
-  _globals['_TRANSCRIPTENTRY']._serialized_end=1533
-  _globals['_CONSULTATION']._serialized_start=1536
-  _globals['_CONSULTATION']._serialized_end=2300
-  _globals['_CONSULTATIONSERVICE']._serialized_start=2615
-  _globals['_CONSULTATIONSERVICE']._serialized_end=3088
+  _globals['_CONSULTATIONSERVICE'].methods_by_name['CreateConsultation']._loaded_options = None
+  _globals['_CONSULTATIONSERVICE'].methods_by_name['CreateConsultation']._serialized_options = b'\202\323\344\223\002\026\"\021/v1/consultations:\001*'
+  _globals['_CONSULTATIONSERVICE'].methods_by_name['StreamConsultation']._loaded_options = None
+  _globals['_CONSULTATIONSERVICE'].methods_by_name['StreamConsultation']._serialized_options = b'\202\323\344\223\002\035\"\030/v1/consultations:stream:\001*'
+  _globals['_CONSULTATIONSERVICE'].methods_by_name['GetConsultation']._loaded_options = None
+  _globals['_CONSULTATIONSERVICE'].methods_by_name['GetConsultation']._serialized_options = b'\202\323\344\223\002\034\022\032/v1/{name=consultations/*}'
+  _globals['_CONSULTATIONSERVICE'].methods_by_name['AskConsultation']._loaded_options = None
+  _globals['_CONSULTATIONSERVICE'].methods_by_name['AskConsultation']._serialized_options = b'\202\323\344\223\002#\"\036/v1/{name=consultations/*}:ask:\001*'
+  _globals['_OUTCOME']._serialized_start=2332
+  _globals['_OUTCOME']._serialized_end=2458
+  _globals['_ESCALATIONREASON']._serialized_start=2461
+  _globals['_ESCALATIONREASON']._serialized_end=2642
+  _globals['_GETCONSULTATIONREQUEST']._serialized_start=222
+  _globals['_GETCONSULTATIONREQUEST']._serialized_end=260
+  _globals['_GETCONSULTATIONRESPONSE']._serialized_start=262
+  _globals['_GETCONSULTATIONRESPONSE']._serialized_end=343
+  _globals['_ASKCONSULTATIONREQUEST']._serialized_start=345
+  _globals['_ASKCONSULTATIONREQUEST']._serialized_end=401
+  _globals['_ASKCONSULTATIONRESPONSE']._serialized_start=404
+  _globals['_ASKCONSULTATIONRESPONSE']._serialized_end=541
+  _globals['_CREATECONSULTATIONREQUEST']._serialized_start=544
+  _globals['_CREATECONSULTATIONREQUEST']._serialized_end=673
+  _globals['_CREATECONSULTATIONRESPONSE']._serialized_start=675
+  _globals['_CREATECONSULTATIONRESPONSE']._serialized_end=759
+  _globals['_STREAMCONSULTATIONREQUEST']._serialized_start=762
+  _globals['_STREAMCONSULTATIONREQUEST']._serialized_end=891
+  _globals['_STREAMCONSULTATIONRESPONSE']._serialized_start=894
+  _globals['_STREAMCONSULTATIONRESPONSE']._serialized_end=1039
+  _globals['_PROGRESS']._serialized_start=1041
+  _globals['_PROGRESS']._serialized_end=1133
+  _globals['_USAGE']._serialized_start=1135
+  _globals['_USAGE']._serialized_end=1226
+  _globals['_TRANSCRIPTENTRY']._serialized_start=1229
+  _globals['_TRANSCRIPTENTRY']._serialized_end=1563
+  _globals['_CONSULTATION']._serialized_start=1566
+  _globals['_CONSULTATION']._serialized_end=2330
+  _globals['_CONSULTATIONSERVICE']._serialized_start=2645
+  _globals['_CONSULTATIONSERVICE']._serialized_end=3268
 # @@protoc_insertion_point(module_scope)

@@ -33,6 +33,8 @@ class DoctorServicer(doctor_pb2_grpc.DoctorServiceServicer):
         self.knowledge = knowledge
         self.llm = llm if profile.provider != "offline" else None
         self.profile = profile
+        # Prompt files are read once, at start, not on every call.
+        self.prompts = {name: load_prompt(name) for name in ("doctor_propose", "doctor_revise")} if self.llm else {}
 
     def _context(
         self, has_context: bool, msg: dpb.ProposePlanRequest | dpb.RevisePlanRequest
@@ -56,7 +58,7 @@ class DoctorServicer(doctor_pb2_grpc.DoctorServiceServicer):
         concerns: Sequence[Concern] = (),
     ) -> ClinicalAssessment:
         assert self.llm is not None
-        prompt = load_prompt(prompt_name)
+        prompt = self.prompts[prompt_name]
         started = time.perf_counter()
         gen = await self.llm.generate(
             system=prompt.text,

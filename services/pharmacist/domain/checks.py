@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cache
 
 from utimesh.agents.models import (
     OFFLINE,
@@ -42,28 +41,9 @@ from utimesh.rules.model import (
     Warning,
 )
 
-# Medications known not to interact with any of the four agents, so that listing them raises
-# no "unrecognised medication" concern. Clinical knowledge: it belongs in dictionaries.toml as
-# group `known_non_interacting` (to be moved there; confirm with the clinical owner).
-KNOWN_NON_INTERACTING: tuple[str, ...] = (
-    "acetaminophen",
-    "paracetamol",
-    "tylenol",
-    "folic acid",
-    "vitamin d",
-    "vitamin d3",
-    "cholecalciferol",
-    "vitamin b12",
-    "cyanocobalamin",
-    "multivitamin",
-    "levothyroxine",
-    "synthroid",
-    "atorvastatin",
-    "rosuvastatin",
-    "amlodipine",
-    "salbutamol",
-    "ventolin",
-)
+# Dictionary group of medications known not to interact with any of the four agents: listing
+# them raises no "unrecognised medication" concern (data/dictionaries.toml).
+KNOWN_NON_INTERACTING_GROUP = "known_non_interacting"
 
 # The one monitoring line every treatment gets (FU-002); anything beyond it means monitoring.
 STANDARD_MONITORING = "Reassess at 48-72 h for response and adverse effects (FU-002)."
@@ -222,11 +202,6 @@ def interactions_firing(agent: Agent, intake: Intake, ruleset: Ruleset) -> list[
     return fired
 
 
-@cache
-def _known_non_interacting_index() -> TermIndex:
-    return TermIndex({"known_non_interacting": KNOWN_NON_INTERACTING})
-
-
 _PARENTHESES = re.compile(r"\([^)]*\)")
 
 
@@ -246,14 +221,12 @@ def unrecognised_medications(medications: Iterable[str], ruleset: Ruleset) -> li
     """Entries that name no dictionary group, no INFO interaction drug and no known
     non-interacting drug: nobody has checked them for interactions."""
     info, _ = _info_index(ruleset)
-    known = _known_non_interacting_index()
     return [
         entry
         for entry in medications
         if entry.strip()
-        and not ruleset.term_index.groups_in(entry)
+        and not ruleset.term_index.groups_in(entry)  # includes the known non-interacting group
         and not info.groups_in(entry)
-        and not known.groups_in(entry)
     ]
 
 

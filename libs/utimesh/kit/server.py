@@ -1,5 +1,10 @@
 """gRPC server bootstrap: one grpc.aio server per process with health checking (per-service
-status, not hard-coded), reflection, the service interceptor, and a graceful drain on SIGTERM."""
+status, not hard-coded), reflection, the service interceptor, and a graceful drain on SIGTERM.
+
+With `ServiceSettings.tls_dir` set (UTIMESH_TLS_DIR), the server speaks mutual TLS only: it
+presents its service certificate, requires a client certificate of the mesh CA, and refuses
+callers that `mesh/policy.toml` does not allow (utimesh.kit.tls, utimesh.kit.authz; gRPC's own
+TLS plays Istio's part locally). Without it, plaintext as in tests and simple local runs."""
 
 from __future__ import annotations
 
@@ -14,8 +19,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from utimesh.kit.authz import AuthzInterceptor, MeshPolicy, load_policy
 from utimesh.kit.interceptors import ServiceInterceptor
 from utimesh.kit.settings import ServiceSettings
+from utimesh.kit.tls import Pki, ensure_pki, server_credentials
 
 log = logging.getLogger("utimesh.server")
 
@@ -44,6 +51,7 @@ class RunningServer:
     port: int
     health: health.aio.HealthServicer
     spec: ServiceSpec
+    identity: str | None = None  # the certificate identity under mutual TLS; None = plaintext
 
     async def drain(self, grace: float) -> None:
         """Report NOT_SERVING, let in-flight calls finish within `grace`, then stop."""
@@ -51,27 +59,57 @@ class RunningServer:
         await self.server.stop(grace)
 
 
+@dataclass(frozen=True)
+class _Mesh:
+    identity: str
+    pki: Pki
+    policy: MeshPolicy
+
+
+def _load_mesh(spec: ServiceSpec, settings: ServiceSettings) -> _Mesh | None:
+    """The certificate and the policy of this service when TLS is configured (blocking I/O)."""
+    if settings.tls_dir is None:
+        return None
+    identity = settings.service_identity or spec.name
+    policy = load_policy(settings.mesh_policy)
+    if identity not in policy.services:
+        raise ValueError(f"{spec.name}: the mesh policy has no [services.{identity}] entry")
+    return _Mesh(identity, ensure_pki(settings.tls_dir, [identity]), policy)
+
+
 async def start_server(spec: ServiceSpec, settings: ServiceSettings) -> RunningServer:
     """Build, bind and start; health reports SERVING only once the port is bound."""
-    server = grpc.aio.server(
-        interceptors=[
-            ServiceInterceptor(domain=spec.domain, max_budget_s=settings.max_budget_seconds)
-        ],
-        options=SERVER_OPTIONS,
+    # Certificates and policy are read (or made) in a thread: no blocking I/O on the loop.
+    mesh = await asyncio.to_thread(_load_mesh, spec, settings)
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    if mesh is not None:
+        # First: a refused call runs nothing else.
+        interceptors.append(
+            AuthzInterceptor(service=mesh.identity, policy=mesh.policy, domain=spec.domain)
+        )
+    interceptors.append(
+        ServiceInterceptor(domain=spec.domain, max_budget_s=settings.max_budget_seconds)
     )
+    server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     spec.register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*spec.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    if mesh is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, server_credentials(mesh.pki, mesh.identity))
     if port == 0:
-        raise OSError(f"{spec.name}: cannot bind {settings.host}:{settings.port}")
+        raise OSError(f"{spec.name}: cannot bind {address}")
     await server.start()
     for name in ("", *spec.service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, health_servicer, spec)
+    return RunningServer(
+        server, port, health_servicer, spec, identity=None if mesh is None else mesh.identity
+    )
 
 
 async def serve(
@@ -85,7 +123,13 @@ async def serve(
     gc.freeze()
     log.info(
         "serving",
-        extra={"fields": {"service": spec.name, "address": f"{settings.host}:{running.port}"}},
+        extra={
+            "fields": {
+                "service": spec.name,
+                "address": f"{settings.host}:{running.port}",
+                "mtls": running.identity is not None,
+            }
+        },
     )
     if on_started:
         on_started(running.port)

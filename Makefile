@@ -28,17 +28,19 @@ protos: $(STAMP) ## Regenerate libs/utimesh/**/v1 from protos/
 	$(BIN)/python protos/generate.py
 
 lint: $(STAMP) ## ruff, mypy --strict, buf lint, generated-code freshness
-	$(BIN)/ruff check libs services tests protos
-	$(BIN)/ruff format --check libs services tests protos
-	$(BIN)/mypy libs/utimesh services
+	$(BIN)/ruff check libs services tests protos gateway
+	$(BIN)/ruff format --check libs services tests protos gateway
+	$(BIN)/mypy libs/utimesh services gateway
 	$(BIN)/python protos/generate.py --check
 	PYTHON=$(BIN)/python bash protos/lint.sh
 
-# Both benchmarks run even if the first reports errors; the target fails if either did.
+# Every benchmark runs even if an earlier one reports errors; the target fails if any did.
 bench: $(STAMP) ## Benchmarks (triage engine and gRPC, consultations through the mesh); prints tables
 	rc=0; \
 	$(BIN)/python -m tests.bench.bench_triage || rc=1; \
 	$(BIN)/python -m tests.bench.bench_consult || rc=1; \
+	$(BIN)/python -m tests.bench.bench_report || rc=1; \
+	$(BIN)/python -m tests.bench.bench_evidence || rc=1; \
 	exit $$rc
 
 clean: ## Remove caches (keeps .venv)

@@ -9,11 +9,20 @@ import grpc
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.consult.adapters.grpc_ports import GrpcDoctor, GrpcPharmacist, GrpcTriage
+from services.consult.adapters.grpc_ports import (
+    GrpcDoctor,
+    GrpcEvidence,
+    GrpcPharmacist,
+    GrpcReport,
+    GrpcTriage,
+)
+from services.consult.adapters.memory_store import MemoryConsultationStore
+from services.consult.app import ConsultationApp, Limits
 from services.consult.domain.deliberation import Ports
+from services.consult.domain.ports import ConsultationStore, EvidencePort, ReportPort
 from services.consult.servicer import DOMAIN, SERVICE_NAME, ConsultationServicer
 from utimesh.consult.v1 import consult_pb2_grpc
-from utimesh.kit.channels import insecure_channel
+from utimesh.kit.channels import service_channel
 from utimesh.kit.logging import configure_logging
 from utimesh.kit.server import ServiceSpec, serve
 from utimesh.kit.settings import ServiceSettings
@@ -30,18 +39,26 @@ class ConsultSettings(ServiceSettings):
     triage_target: str = "127.0.0.1:50051"
     doctor_target: str = "127.0.0.1:50052"
     pharmacist_target: str = "127.0.0.1:50053"
+    evidence_target: str = "127.0.0.1:50054"
+    report_target: str = "127.0.0.1:50055"
     max_rounds: int = Field(default=3, ge=1, le=5)
     consultation_budget_seconds: float = Field(default=60.0, gt=0)
     agent_timeout_seconds: float = Field(default=30.0, gt=0)
 
 
-def build_spec(ports: Ports, settings: ConsultSettings) -> ServiceSpec:
-    servicer = ConsultationServicer(
-        ports,
+def build_spec(
+    ports: Ports,
+    evidence: EvidencePort,
+    report: ReportPort,
+    store: ConsultationStore,
+    settings: ConsultSettings,
+) -> ServiceSpec:
+    limits = Limits(
         default_rounds=settings.max_rounds,
         budget_s=settings.consultation_budget_seconds,
         agent_timeout_s=settings.agent_timeout_seconds,
     )
+    servicer = ConsultationServicer(ConsultationApp(ports, evidence, report, store, limits))
 
     def register(server: grpc.aio.Server) -> None:
         consult_pb2_grpc.add_ConsultationServiceServicer_to_server(servicer, server)
@@ -52,13 +69,30 @@ def build_spec(ports: Ports, settings: ConsultSettings) -> ServiceSpec:
 
 
 async def _main(settings: ConsultSettings, on_started: Callable[[int], None] | None) -> None:
+    targets = (
+        settings.triage_target,
+        settings.doctor_target,
+        settings.pharmacist_target,
+        settings.evidence_target,
+        settings.report_target,
+    )
+    names = ("triage", "doctor", "pharmacist", "evidence", "report")
+    caller = settings.service_identity or "consult"
+    # mTLS with the consult identity when UTIMESH_TLS_DIR is set; each callee's identity is checked.
     channels = [
-        insecure_channel(t)
-        for t in (settings.triage_target, settings.doctor_target, settings.pharmacist_target)
+        service_channel(t, caller, callee=n, tls_dir=settings.tls_dir)
+        for n, t in zip(names, targets, strict=True)
     ]
     ports = Ports(GrpcTriage(channels[0]), GrpcDoctor(channels[1]), GrpcPharmacist(channels[2]))
+    spec = build_spec(
+        ports,
+        GrpcEvidence(channels[3]),
+        GrpcReport(channels[4]),
+        MemoryConsultationStore(),
+        settings,
+    )
     try:
-        await serve(build_spec(ports, settings), settings, on_started)
+        await serve(spec, settings, on_started)
     finally:
         for channel in channels:
             await channel.close()

@@ -1,41 +1,34 @@
-"""Thin ConsultationService servicer: request checks, run the deliberation, map the result."""
+"""Thin ConsultationService servicer: request checks, the use case, proto mapping."""
 
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import grpc
 
-from services.consult.domain.deliberation import ConsultationResult, Ports, Progress, deliberate
-from services.consult.mapping import progress_to_proto, result_to_proto
+from services.consult.app import ConsultationApp, Emit
+from services.consult.domain.deliberation import Progress
+from services.consult.mapping import progress_to_proto
 from utimesh.codec.clinical import intake_from_proto
 from utimesh.consult.v1 import consult_pb2 as cpb
 from utimesh.consult.v1 import consult_pb2_grpc
 from utimesh.kit.errors import FieldViolation, InvalidArgument
+from utimesh.report.v1 import report_pb2 as rpb
 
 SERVICE_NAME = "utimesh.consult.v1.ConsultationService"
 DOMAIN = "consult.utimesh.dev"
 MAX_ROUNDS_LIMIT = 5
+MAX_QUESTION_CHARS = 1000
 
 
 class ConsultationServicer(consult_pb2_grpc.ConsultationServiceServicer):
-    def __init__(
-        self,
-        ports: Ports,
-        *,
-        default_rounds: int = 3,
-        budget_s: float = 60.0,
-        agent_timeout_s: float = 30.0,
-    ) -> None:
-        self.ports = ports
-        self.default_rounds = default_rounds
-        self.budget_s = budget_s
-        self.agent_timeout_s = agent_timeout_s
+    def __init__(self, app: ConsultationApp) -> None:
+        self.app = app
 
-    def _check(self, request: cpb.CreateConsultationRequest | cpb.StreamConsultationRequest) -> int:
+    def _rounds(
+        self, request: cpb.CreateConsultationRequest | cpb.StreamConsultationRequest
+    ) -> int:
         violations = []
         if not request.HasField("intake"):
             violations.append(FieldViolation("intake", "is required", "REQUIRED"))
@@ -51,41 +44,34 @@ class ConsultationServicer(consult_pb2_grpc.ConsultationServiceServicer):
             raise InvalidArgument(
                 "the request is invalid", reason="INVALID_REQUEST", violations=violations
             )
-        return request.max_rounds or self.default_rounds
+        return request.max_rounds or self.app.limits.default_rounds
 
     async def _run(
         self,
         request: cpb.CreateConsultationRequest | cpb.StreamConsultationRequest,
         context: grpc.aio.ServicerContext,
-        emit: object = None,
-    ) -> ConsultationResult:
-        rounds = self._check(request)
+        emit: Emit | None = None,
+    ) -> cpb.Consultation:
+        rounds = self._rounds(request)
         remaining = context.time_remaining()
-        budget = self.budget_s if remaining is None else min(self.budget_s, remaining)
-        return await deliberate(
+        budget = (
+            self.app.limits.budget_s
+            if remaining is None
+            else min(self.app.limits.budget_s, remaining)
+        )
+        return await self.app.run(
             intake_from_proto(request.intake),
             request.profile,
-            self.ports,
-            max_rounds=rounds,
+            rounds=rounds,
+            request_id=request.request_id,
             budget_s=budget,
-            agent_timeout_s=self.agent_timeout_s,
-            emit=emit,  # type: ignore[arg-type]
-        )
-
-    @staticmethod
-    def _wrap(result: ConsultationResult, request_id: str) -> cpb.Consultation:
-        return result_to_proto(
-            result,
-            name=f"consultations/{uuid.uuid4()}",
-            request_id=request_id,
-            create_time=datetime.now(UTC).isoformat(timespec="milliseconds"),
+            emit=emit,
         )
 
     async def CreateConsultation(
         self, request: cpb.CreateConsultationRequest, context: grpc.aio.ServicerContext
     ) -> cpb.CreateConsultationResponse:
-        result = await self._run(request, context)
-        return cpb.CreateConsultationResponse(consultation=self._wrap(result, request.request_id))
+        return cpb.CreateConsultationResponse(consultation=await self._run(request, context))
 
     async def StreamConsultation(
         self, request: cpb.StreamConsultationRequest, context: grpc.aio.ServicerContext
@@ -100,8 +86,37 @@ class ConsultationServicer(consult_pb2_grpc.ConsultationServiceServicer):
         try:
             while (item := await queue.get()) is not None:
                 yield cpb.StreamConsultationResponse(progress=progress_to_proto(item))
-            result = await task  # re-raises a failure of the consultation itself
+            consultation = await task  # re-raises a failure of the consultation itself
         finally:
             if not task.done():  # the client went away: stop the work
                 task.cancel()
-        yield cpb.StreamConsultationResponse(consultation=self._wrap(result, request.request_id))
+        yield cpb.StreamConsultationResponse(consultation=consultation)
+
+    async def GetConsultation(
+        self, request: cpb.GetConsultationRequest, context: grpc.aio.ServicerContext
+    ) -> cpb.GetConsultationResponse:
+        return cpb.GetConsultationResponse(consultation=await self.app.get(request.name))
+
+    async def AskConsultation(
+        self, request: cpb.AskConsultationRequest, context: grpc.aio.ServicerContext
+    ) -> cpb.AskConsultationResponse:
+        question = request.question.strip()
+        if not question or len(question) > MAX_QUESTION_CHARS:
+            raise InvalidArgument(
+                "the question is invalid",
+                reason="INVALID_QUESTION",
+                violations=[
+                    FieldViolation(
+                        "question", f"must be 1 to {MAX_QUESTION_CHARS} characters", "OUT_OF_RANGE"
+                    )
+                ],
+            )
+        answer = await self.app.ask(request.name, question)
+        return cpb.AskConsultationResponse(
+            kind=rpb.AnswerKind.Name(answer.kind).removeprefix("ANSWER_KIND_"),
+            answer=answer.answer,
+            section_ids=[s.id for s in answer.sections],
+            passage_ids=[p.passage_id for p in answer.passages],
+            rule_ids=answer.rule_ids,
+            generated_by=answer.generated_by,
+        )

@@ -34,7 +34,11 @@ class DoctorServicer(doctor_pb2_grpc.DoctorServiceServicer):
         self.llm = llm if profile.provider != "offline" else None
         self.profile = profile
         # Prompt files are read once, at start, not on every call.
-        self.prompts = {name: load_prompt(name) for name in ("doctor_propose", "doctor_revise")} if self.llm else {}
+        self.prompts = (
+            {name: load_prompt(name) for name in ("doctor_propose", "doctor_revise")}
+            if self.llm
+            else {}
+        )
 
     def _context(
         self, has_context: bool, msg: dpb.ProposePlanRequest | dpb.RevisePlanRequest

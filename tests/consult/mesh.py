@@ -9,7 +9,14 @@ from dataclasses import dataclass
 
 import grpc
 
-from services.consult.adapters.grpc_ports import GrpcDoctor, GrpcPharmacist, GrpcTriage
+from services.consult.adapters.grpc_ports import (
+    GrpcDoctor,
+    GrpcEvidence,
+    GrpcPharmacist,
+    GrpcReport,
+    GrpcTriage,
+)
+from services.consult.adapters.memory_store import MemoryConsultationStore
 from services.consult.domain.deliberation import Ports
 from services.consult.main import ConsultSettings
 from services.consult.main import build_spec as consult_spec
@@ -18,12 +25,27 @@ from services.pharmacist.main import build_spec as pharmacist_spec
 from services.triage.main import build_spec as triage_spec
 from utimesh.consult.v1 import consult_pb2_grpc
 from utimesh.kit.channels import insecure_channel
-from utimesh.kit.server import RunningServer, start_server
+from utimesh.kit.server import RunningServer, ServiceSpec, start_server
 from utimesh.kit.settings import ServiceSettings
 from utimesh.llm import ModelProfile, StructuredLLM
 from utimesh.rules import Knowledge, TriageEngine
 
 OFFLINE = ModelProfile()
+
+
+def evidence_spec(knowledge: Knowledge) -> ServiceSpec:
+    from services.evidence.main import build_retriever, build_spec
+
+    corpus, retriever = build_retriever(knowledge)
+    return build_spec(corpus, retriever)
+
+
+def report_spec(knowledge: Knowledge) -> ServiceSpec:
+    from services.report.main import build_spec
+
+    return build_spec(knowledge)
+
+
 DEAD = "127.0.0.1:1"  # nothing listens on port 1: calls fail fast with UNAVAILABLE
 
 
@@ -42,6 +64,8 @@ async def running_mesh(
     llm: StructuredLLM | None = None,
     doctor_target: str | None = None,
     pharmacist_target: str | None = None,
+    evidence_target: str | None = None,
+    report_target: str | None = None,
     agent_timeout_s: float = 10.0,
 ) -> AsyncIterator[Mesh]:
     settings = ServiceSettings(port=0)
@@ -55,6 +79,8 @@ async def running_mesh(
         servers["pharmacist"] = await start_server(
             pharmacist_spec(knowledge, llm, pharmacist_profile), settings
         )
+        servers["evidence"] = await start_server(evidence_spec(knowledge), settings)
+        servers["report"] = await start_server(report_spec(knowledge), settings)
 
         def channel(target: str) -> grpc.aio.Channel:
             channels.append(insecure_channel(target))
@@ -65,8 +91,11 @@ async def running_mesh(
             GrpcDoctor(channel(doctor_target or f"127.0.0.1:{servers['doctor'].port}")),
             GrpcPharmacist(channel(pharmacist_target or f"127.0.0.1:{servers['pharmacist'].port}")),
         )
+        evidence = GrpcEvidence(channel(evidence_target or f"127.0.0.1:{servers['evidence'].port}"))
+        report = GrpcReport(channel(report_target or f"127.0.0.1:{servers['report'].port}"))
         consult_settings = ConsultSettings(port=0, agent_timeout_seconds=agent_timeout_s)
-        servers["consult"] = await start_server(consult_spec(ports, consult_settings), settings)
+        spec = consult_spec(ports, evidence, report, MemoryConsultationStore(), consult_settings)
+        servers["consult"] = await start_server(spec, settings)
         client = channel(f"127.0.0.1:{servers['consult'].port}")
         yield Mesh(consult_pb2_grpc.ConsultationServiceStub(client), servers)
     finally:

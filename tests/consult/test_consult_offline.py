@@ -3,6 +3,7 @@ case, streaming progress, bad input and degradation when an agent is down."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from tests.factories import patient
 from utimesh.clinical.v1 import clinical_pb2 as pb
 from utimesh.codec.clinical import intake_to_proto, regimen_from_proto
 from utimesh.consult.v1 import consult_pb2 as cpb
+from utimesh.evidence.v1 import evidence_pb2 as epb
 from utimesh.kit.status import error_details
 from utimesh.rules import Knowledge, parse_intake, regimen_to_json
 
@@ -48,11 +50,23 @@ async def test_every_case_keeps_triage_decision_and_regimen(
     assert c.outcome == (cpb.OUTCOME_AGREED if treat else cpb.OUTCOME_NOT_TREATED)
     assert not c.needs_prescriber_review and not c.missing_reviews
     assert [e.actor for e in c.transcript][:2] == ["triage", "doctor"]
-    assert c.transcript[-1].action in ("finalize", "agree", "review")
+    assert [(e.actor, e.action) for e in c.transcript][-1] == ("evidence", "ground")
+    assert c.transcript[-2].action in ("finalize", "review")
     claims = [*c.assessment.claims, *c.review.claims]
     assert claims and all(cl.rule_ids or cl.facts for cl in claims)
     assert "DRAFT for prescriber sign-off" in c.notice and "no LLM was used" in c.notice
     assert all(e.run.generated_by == "offline-rules" for e in c.transcript if e.HasField("run"))
+    # every claim grounded; a SUPPORTS citation quotes its passage verbatim
+    assert [g.claim.id for g in c.groundings] == [cl.id for cl in claims]
+    assert all(g.support != 0 for g in c.groundings) and c.corpus_version
+    for g in c.groundings:
+        for cit in g.citations:
+            if cit.support == epb.SUPPORT_LABEL_SUPPORTS:
+                assert cit.quoted_span and cit.quoted_span in cit.passage.text
+    # the report: rendered, hashed, and naming the decision and every rule fired
+    assert c.report_sha256 == hashlib.sha256(c.report_markdown.encode()).hexdigest()
+    assert "DRAFT for prescriber sign-off" in c.report_markdown
+    assert all(h.rule_id in c.report_markdown for h in c.triage.rules_fired)
 
 
 async def test_agreed_plan_is_revalidated_before_it_is_returned(mesh: Mesh) -> None:
@@ -65,6 +79,7 @@ async def test_agreed_plan_is_revalidated_before_it_is_returned(mesh: Mesh) -> N
         ("pharmacist", "review"),
         ("consult", "agree"),
         ("consult", "finalize"),
+        ("evidence", "ground"),
     ]
     assert c.name.startswith("consultations/") and c.create_time
 
@@ -76,7 +91,13 @@ async def test_stream_reports_each_step_before_the_result(mesh: Mesh) -> None:
     assert messages[-1].HasField("consultation") and messages[-1].consultation.request_id == "req-1"
     steps = [(p.step, p.status) for p in progress]
     assert steps[:2] == [("triage", "started"), ("triage", "done")]
-    assert ("pharmacist_review", "done") in steps and steps[-1] == ("finalize", "done")
+    assert ("pharmacist_review", "done") in steps and ("finalize", "done") in steps
+    assert steps[-4:] == [
+        ("grounding", "started"),
+        ("grounding", "done"),
+        ("report", "started"),
+        ("report", "done"),
+    ]
     times = [p.elapsed_ms for p in progress]
     assert times == sorted(times)
 
@@ -134,3 +155,54 @@ async def test_pharmacist_down_degrades_loudly(knowledge: Knowledge) -> None:
     assert c.outcome == cpb.OUTCOME_UNREVIEWED and list(c.missing_reviews) == ["pharmacist"]
     assert c.decision == pb.DECISION_REFER and not c.HasField("regimen")
     assert c.needs_prescriber_review
+
+
+async def test_consultation_can_be_read_back_and_asked_about(mesh: Mesh) -> None:
+    c = (await mesh.consult.CreateConsultation(create(), timeout=20)).consultation
+    again = (
+        await mesh.consult.GetConsultation(cpb.GetConsultationRequest(name=c.name), timeout=5)
+    ).consultation
+    assert again == c
+    ask = cpb.AskConsultationRequest(name=c.name, question="Why this antibiotic?")
+    answer = await mesh.consult.AskConsultation(ask, timeout=10)
+    assert answer.kind == "ANSWERED" and "nitrofurantoin" in answer.answer.lower()
+    assert "RX-SEL-NIT" in answer.rule_ids
+    cited = {cit.passage.id for g in c.groundings for cit in g.citations}
+    assert set(answer.passage_ids) <= cited, "never a citation the consultation does not hold"
+    what_if = cpb.AskConsultationRequest(name=c.name, question="What if she is pregnant?")
+    assert (
+        await mesh.consult.AskConsultation(what_if, timeout=10)
+    ).kind == "NEEDS_NEW_CONSULTATION"
+
+
+async def test_unknown_consultation_is_not_found(mesh: Mesh) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await mesh.consult.GetConsultation(
+            cpb.GetConsultationRequest(name="consultations/nope"), timeout=5
+        )
+    d = error_details(info.value)
+    assert (d.code, d.reason) == (grpc.StatusCode.NOT_FOUND, "CONSULTATION_NOT_FOUND")
+
+
+async def test_empty_question_is_invalid(mesh: Mesh) -> None:
+    c = (await mesh.consult.CreateConsultation(create(), timeout=20)).consultation
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await mesh.consult.AskConsultation(
+            cpb.AskConsultationRequest(name=c.name, question="  "), timeout=5
+        )
+    assert error_details(info.value).reason == "INVALID_QUESTION"
+
+
+@pytest.mark.parametrize("part", ["evidence", "report"])
+async def test_evidence_or_report_down_is_said(knowledge: Knowledge, part: str) -> None:
+    async with running_mesh(knowledge, **{f"{part}_target": DEAD}) as m:  # type: ignore[arg-type]
+        c = (await m.consult.CreateConsultation(create(), timeout=20)).consultation
+    assert list(c.missing_reviews) == [part] and c.needs_prescriber_review
+    assert f"NOT reviewed by: {part}" in c.notice
+    assert c.outcome == cpb.OUTCOME_AGREED and c.regimen.agent == pb.AGENT_NITROFURANTOIN
+    if part == "evidence":
+        assert not c.groundings and c.report_markdown, (
+            "the report still renders, saying evidence is missing"
+        )
+    else:
+        assert c.groundings and not c.report_markdown

@@ -285,6 +285,7 @@ async def test_pharmacist_requests_change_and_doctor_revises_to_the_suggestion(
         (2, "pharmacist", "review"),
         (2, "consult", "agree"),
         (0, "consult", "finalize"),
+        (0, "evidence", "ground"),
     ]
     assert [e.verdict for e in c.transcript if e.actor == "pharmacist"] == [
         pb_verdict("REQUEST_CHANGE"),

@@ -15,6 +15,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from utimesh.kit.channels import supervisor_channel
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -27,7 +29,7 @@ async def wait_serving(
 ) -> None:
     """Poll grpc.health.v1 until `service` is SERVING; fail early once `exited()` is true."""
     deadline = time.monotonic() + limit_s
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with supervisor_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if exited is not None and exited():
@@ -85,6 +87,8 @@ SERVICES = {
     "triage": "utimesh.triage.v1.TriageService",
     "doctor": "utimesh.doctor.v1.DoctorService",
     "pharmacist": "utimesh.pharmacist.v1.PharmacistService",
+    "evidence": "utimesh.evidence.v1.EvidenceService",
+    "report": "utimesh.report.v1.ReportService",
     "consult": "utimesh.consult.v1.ConsultationService",
 }
 
@@ -93,12 +97,13 @@ SERVICES = {
 async def local_consult_services(
     limit_s: float = 30.0, log_dir: Path | None = None
 ) -> AsyncIterator[str]:
-    """Start triage, doctor, pharmacist and consult on loopback; yield the consult target.
+    """Start triage, doctor, pharmacist, evidence, report and consult on loopback; yield the
+    consult target.
 
     A minimal local mesh for the CLI and the demo (plaintext, no edge); `utimesh up` is the
     full one."""
     async with contextlib.AsyncExitStack() as stack:
-        agents = ("triage", "doctor", "pharmacist")
+        agents = ("triage", "doctor", "pharmacist", "evidence", "report")
         targets = await asyncio.gather(
             *(
                 stack.enter_async_context(service_process(name, SERVICES[name], limit_s))

@@ -18,6 +18,16 @@ _SERVICES = {
         "PharmacistSettings",
         "The pharmacist agent (default port 50053).",
     ),
+    "evidence": (
+        "services.evidence.main",
+        "EvidenceSettings",
+        "The evidence service (default port 50054).",
+    ),
+    "report": (
+        "services.report.main",
+        "ReportSettings",
+        "The report service (default port 50055).",
+    ),
     "consult": (
         "services.consult.main",
         "ConsultSettings",

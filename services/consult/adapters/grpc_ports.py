@@ -8,8 +8,10 @@ from collections.abc import Sequence
 import grpc
 
 from services.consult.domain.deliberation import ReviewUnavailable
+from services.consult.domain.ports import Grounded
 from utimesh.agents.models import (
     CaseContext,
+    Claim,
     ClinicalAssessment,
     Concern,
     PharmacistReview,
@@ -18,6 +20,7 @@ from utimesh.agents.models import (
 from utimesh.codec.agents import (
     assessment_from_proto,
     assessment_to_proto,
+    claim_to_proto,
     concern_to_proto,
     context_to_proto,
     proposed_to_proto,
@@ -25,12 +28,17 @@ from utimesh.codec.agents import (
 )
 from utimesh.codec.clinical import intake_to_proto
 from utimesh.codec.triage import assessment_from_proto as triage_from_proto
+from utimesh.consult.v1 import consult_pb2 as cpb
 from utimesh.doctor.v1 import doctor_pb2 as dpb
 from utimesh.doctor.v1 import doctor_pb2_grpc
+from utimesh.evidence.v1 import evidence_pb2 as epb
+from utimesh.evidence.v1 import evidence_pb2_grpc
 from utimesh.kit.errors import FieldViolation, InvalidArgument, Unavailable
 from utimesh.kit.status import error_details
 from utimesh.pharmacist.v1 import pharmacist_pb2 as ppb
 from utimesh.pharmacist.v1 import pharmacist_pb2_grpc
+from utimesh.report.v1 import report_pb2 as rpb
+from utimesh.report.v1 import report_pb2_grpc
 from utimesh.rules.allowlist import PlanCheck, PlanViolation
 from utimesh.rules.model import Assessment, Intake
 from utimesh.triage.v1 import triage_pb2 as tpb
@@ -138,3 +146,49 @@ class GrpcPharmacist:
         except grpc.aio.AioRpcError as exc:
             raise _agent_error("pharmacist", exc) from None
         return review_from_proto(response.review)
+
+
+class GrpcEvidence:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = evidence_pb2_grpc.EvidenceServiceStub(channel)
+
+    async def ground(
+        self, claims: Sequence[Claim], jurisdiction: str, deadline_s: float
+    ) -> Grounded:
+        request = epb.GroundClaimsRequest(
+            claims=[claim_to_proto(c) for c in claims], jurisdiction=jurisdiction
+        )
+        try:
+            response = await self._stub.GroundClaims(request, timeout=deadline_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _agent_error("evidence", exc) from None
+        return Grounded(tuple(response.groundings), response.corpus_version)
+
+
+class GrpcReport:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = report_pb2_grpc.ReportServiceStub(channel)
+
+    async def render(
+        self, consultation: cpb.Consultation, corpus_version: str, deadline_s: float
+    ) -> rpb.RenderReportResponse:
+        try:
+            response: rpb.RenderReportResponse = await self._stub.RenderReport(
+                rpb.RenderReportRequest(consultation=consultation, corpus_version=corpus_version),
+                timeout=deadline_s,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _agent_error("report", exc) from None
+        return response
+
+    async def answer(
+        self, consultation: cpb.Consultation, question: str, deadline_s: float
+    ) -> rpb.AnswerQuestionResponse:
+        try:
+            response: rpb.AnswerQuestionResponse = await self._stub.AnswerQuestion(
+                rpb.AnswerQuestionRequest(consultation=consultation, question=question),
+                timeout=deadline_s,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise _agent_error("report", exc) from None
+        return response

@@ -482,11 +482,11 @@ async def _finalise(
         assessment=assessment,
         review=review,
         usage=usage,
-        notice=_notice(outcome, reason, run.missing, runs),
+        notice=notice_for(outcome, reason, run.missing, runs),
     )
 
 
-def _notice(
+def notice_for(
     outcome: Outcome,
     reason: EscalationReason | None,
     missing: Sequence[str],

@@ -476,6 +476,7 @@ class Consultation(_message.Message):
     CORPUS_VERSION_FIELD_NUMBER: _builtins.int
     REPORT_MARKDOWN_FIELD_NUMBER: _builtins.int
     REPORT_SHA256_FIELD_NUMBER: _builtins.int
+    INTAKE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name "consultations/{id}"."""
     request_id: _builtins.str
@@ -523,6 +524,10 @@ class Consultation(_message.Message):
     def groundings(self) -> _containers.RepeatedCompositeFieldContainer[_evidence_pb2.ClaimGrounding]:
         """Every claim of the doctor and the pharmacist, grounded in cited passages."""
 
+    @_builtins.property
+    def intake(self) -> _clinical_pb2.Intake:
+        """The intake as assessed (PHI, no identifiers)."""
+
     def __init__(
         self,
         *,
@@ -546,10 +551,11 @@ class Consultation(_message.Message):
         corpus_version: _builtins.str = ...,
         report_markdown: _builtins.str = ...,
         report_sha256: _builtins.str = ...,
+        intake: _clinical_pb2.Intake | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assessment", b"assessment", "regimen", b"regimen", "review", b"review", "triage", b"triage", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assessment", b"assessment", "intake", b"intake", "regimen", b"regimen", "review", b"review", "triage", b"triage", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment", b"assessment", "corpus_version", b"corpus_version", "create_time", b"create_time", "decision", b"decision", "escalation_reason", b"escalation_reason", "groundings", b"groundings", "missing_reviews", b"missing_reviews", "name", b"name", "needs_prescriber_review", b"needs_prescriber_review", "notice", b"notice", "outcome", b"outcome", "regimen", b"regimen", "report_markdown", b"report_markdown", "report_sha256", b"report_sha256", "request_id", b"request_id", "review", b"review", "rounds", b"rounds", "transcript", b"transcript", "triage", b"triage", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment", b"assessment", "corpus_version", b"corpus_version", "create_time", b"create_time", "decision", b"decision", "escalation_reason", b"escalation_reason", "groundings", b"groundings", "intake", b"intake", "missing_reviews", b"missing_reviews", "name", b"name", "needs_prescriber_review", b"needs_prescriber_review", "notice", b"notice", "outcome", b"outcome", "regimen", b"regimen", "report_markdown", b"report_markdown", "report_sha256", b"report_sha256", "request_id", b"request_id", "review", b"review", "rounds", b"rounds", "transcript", b"transcript", "triage", b"triage", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,42 @@
+"""Who may call what at the edge: the role table that the RBAC config and the OpenAPI share."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Final
+
+from gateway.settings import CONSULT_SERVICE
+
+ROLES: Final = ("clinician", "pharmacist", "prescriber", "auditor", "operator")
+
+METHOD_ROLES: Final = MappingProxyType(
+    {
+        "CreateConsultation": ("clinician", "pharmacist"),
+        "StreamConsultation": ("clinician", "pharmacist"),
+        "GetConsultation": ("clinician", "pharmacist", "prescriber", "auditor"),
+        "AskConsultation": ("clinician", "pharmacist", "prescriber"),
+        # Not in the contract yet: allowed ahead so that adding the RPC needs no edge change.
+        "SignOffConsultation": ("prescriber",),
+    }
+)
+"""gRPC method of the consult service -> roles allowed (any one suffices)."""
+
+ADMIN_ROUTES: Final = MappingProxyType(
+    {"/admin/ready": "/ready", "/admin/stats": "/stats/prometheus"}
+)
+"""Read-only Envoy admin endpoints the edge exposes (edge path -> admin path); GET only."""
+
+ADMIN_ROLES: Final = ("operator",)
+
+HEALTH_PATH: Final = "/healthz"
+"""Answered by Envoy itself from its active gRPC health checks of consult; needs no token."""
+
+
+def grpc_path(method: str) -> str:
+    """The HTTP/2 path of a consult RPC, as routes and RBAC see it after transcoding."""
+    return f"/{CONSULT_SERVICE}/{method}"
+
+
+def roles_for(method: str) -> tuple[str, ...]:
+    """Roles allowed to call `method` (empty: nobody)."""
+    return METHOD_ROLES.get(method, ())

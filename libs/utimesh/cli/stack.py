@@ -1,0 +1,192 @@
+"""`utimesh up`, `utimesh status`, `utimesh down`: the whole system on one machine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from mesh.stack import Stack, StackSettings, process_alive, read_status
+
+_STATE_OPT = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where the stack keeps data, logs and certificates (env UTIMESH_STATE_DIR, default .state).",
+)
+_PORT_OPT = click.option(
+    "--base-port",
+    type=int,
+    default=None,
+    help="First port of the stack (env UTIMESH_BASE_PORT, default 8080: the REST edge).",
+)
+
+
+def _stack(state_dir: Path | None, base_port: int | None) -> Stack:
+    overrides = {
+        k: v for k, v in {"state_dir": state_dir, "base_port": base_port}.items() if v is not None
+    }
+    return Stack.from_settings(StackSettings(**overrides))  # type: ignore[arg-type]
+
+
+def _supervisor_pid(stack: Stack) -> int | None:
+    status = read_status(stack)
+    pid = status.get("supervisor_pid") if status else None
+    return pid if isinstance(pid, int) and process_alive(pid) else None
+
+
+def _wait_ready(stack: Stack, pid: int, limit_s: float) -> bool:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        status = read_status(stack)
+        if (
+            status
+            and status.get("ready")
+            and all(c["state"] == "healthy" for c in status["components"].values())
+        ):
+            return True
+        if not process_alive(pid):
+            return False
+        time.sleep(0.2)  # poll the status file the supervisor rewrites on every change
+    return False
+
+
+@click.command()
+@_STATE_OPT
+@_PORT_OPT
+@click.option("--no-edge", is_flag=True, help="Do not start the Envoy edge (gRPC only).")
+@click.option(
+    "--wait",
+    "wait_s",
+    default=180.0,
+    show_default=True,
+    help="Seconds to wait for every part to be healthy.",
+)
+def up(state_dir: Path | None, base_port: int | None, no_edge: bool, wait_s: float) -> None:
+    """Start the whole stack (PostgreSQL, Redis, the six services, the edge) and wait for health.
+
+    If the stack is already running, restarts whatever is down and waits again."""
+    stack = _stack(state_dir, base_port)
+    stack.logs.mkdir(parents=True, exist_ok=True)
+    pid = _supervisor_pid(stack)
+    if pid is not None:
+        os.kill(pid, signal.SIGUSR1)  # reconcile now: restart anything down
+        click.echo(f"stack already running (supervisor {pid}); checking every part")
+    else:
+        command = [
+            sys.executable,
+            "-m",
+            "mesh.supervisor",
+            "--state-dir",
+            str(stack.state_dir),
+            "--base-port",
+            str(stack.base_port),
+        ] + (["--no-edge"] if no_edge else [])
+        with (stack.logs / "supervisor.log").open("ab") as log:
+            proc = subprocess.Popen(
+                command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        pid = proc.pid
+        click.echo(f"starting the stack (supervisor {pid}, logs in {stack.logs})")
+    if not _wait_ready(stack, pid, wait_s):
+        tail = (stack.logs / "supervisor.log").read_text(errors="replace").splitlines()[-15:]
+        click.echo("the stack did not become healthy; last supervisor log lines:", err=True)
+        click.echo("\n".join(tail), err=True)
+        sys.exit(1)
+    click.echo(
+        f"\nutimesh is up. REST: {stack.rest_url}   (gRPC consult: {stack.target('consult')})"
+    )
+    click.echo("A dev token:   utimesh token --role clinician")
+    click.echo(
+        f'Try:           curl -s -H "Authorization: Bearer $(utimesh token --role clinician --state-dir {stack.state_dir})" '
+        f"-H 'content-type: application/json' -d @patient.json {stack.rest_url}/v1/consultations"
+    )
+    click.echo("Status / stop: utimesh status   utimesh down")
+
+
+async def _probe(stack: Stack, status: dict[str, object]) -> list[tuple[str, str, str, str, str]]:
+    from mesh.components import components
+
+    parts = {p.name: p for p in components(stack, with_edge=True)}
+    rows = []
+    for name, info in status["components"].items():  # type: ignore[attr-defined]
+        part = parts.get(name)
+        healthy = await part.healthy() if part else False
+        pid = info.get("pid")
+        alive = isinstance(pid, int) and process_alive(pid)
+        state = (
+            "healthy"
+            if healthy
+            else ("starting" if alive and info["state"] == "starting" else "DOWN")
+        )
+        rows.append((name, state, str(pid or "-"), str(info["port"]), str(info.get("restarts", 0))))
+    return rows
+
+
+@click.command()
+@_STATE_OPT
+@_PORT_OPT
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(state_dir: Path | None, base_port: int | None, as_json: bool) -> None:
+    """Show each part of the stack and whether it is healthy (probed now). Exit 1 if any is down,
+    3 if the stack is not running."""
+    stack = _stack(state_dir, base_port)
+    data = read_status(stack)
+    if data is None or _supervisor_pid(stack) is None:
+        click.echo("utimesh is not running" + (" (stale status file)" if data else ""), err=True)
+        sys.exit(3)
+    os.environ.setdefault("UTIMESH_TLS_DIR", str(stack.pki_dir))  # health is asked over mTLS
+    rows = asyncio.run(_probe(stack, data))
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "rest_url": data["rest_url"],
+                    "components": [
+                        {"name": r[0], "state": r[1], "pid": r[2], "port": r[3], "restarts": r[4]}
+                        for r in rows
+                    ],
+                },
+                indent=1,
+            )
+        )
+    else:
+        table = Table(
+            "part", "state", "pid", "port", "restarts", title=f"utimesh at {data['rest_url']}"
+        )
+        for row in rows:
+            table.add_row(*row, style="green" if row[1] == "healthy" else "red")
+        Console().print(table)
+    sys.exit(0 if all(r[1] == "healthy" for r in rows) else 1)
+
+
+@click.command()
+@_STATE_OPT
+@_PORT_OPT
+@click.option(
+    "--wait", "wait_s", default=60.0, show_default=True, help="Seconds to wait for a clean stop."
+)
+def down(state_dir: Path | None, base_port: int | None, wait_s: float) -> None:
+    """Stop the stack cleanly: services drain, the edge and the data stores stop, ports are freed."""
+    stack = _stack(state_dir, base_port)
+    pid = _supervisor_pid(stack)
+    if pid is None:
+        click.echo("utimesh is not running")
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait_s
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the supervisor stops every part in reverse order, then exits
+    if process_alive(pid):
+        click.echo(f"supervisor {pid} did not stop within {wait_s:g} s", err=True)
+        sys.exit(1)
+    click.echo("utimesh is down")

@@ -1,0 +1,190 @@
+"""The consultation use case: deliberate, ground every claim in evidence, render the report,
+keep the result. Each later step can fail on its own; the result then says what is missing."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from services.consult.domain.deliberation import (
+    ConsultationResult,
+    Outcome,
+    Ports,
+    Progress,
+    ReviewUnavailable,
+    deliberate,
+    notice_for,
+)
+from services.consult.domain.ports import ConsultationStore, EvidencePort, ReportPort
+from services.consult.mapping import result_to_proto
+from utimesh.codec.clinical import intake_to_proto
+from utimesh.consult.v1 import consult_pb2 as cpb
+from utimesh.kit.errors import FieldViolation, NotFound
+from utimesh.report.v1 import report_pb2 as rpb
+from utimesh.rules.model import Intake
+
+Emit = Callable[[Progress], Awaitable[None]]
+
+
+async def _ignore(_: Progress) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Limits:
+    default_rounds: int = 3
+    budget_s: float = 60.0
+    agent_timeout_s: float = 30.0
+
+
+class ConsultationApp:
+    def __init__(
+        self,
+        ports: Ports,
+        evidence: EvidencePort,
+        report: ReportPort,
+        store: ConsultationStore,
+        limits: Limits = Limits(),
+    ) -> None:
+        self.ports = ports
+        self.evidence = evidence
+        self.report = report
+        self.store = store
+        self.limits = limits
+
+    async def run(
+        self,
+        intake: Intake,
+        profile: str,
+        *,
+        rounds: int,
+        request_id: str,
+        budget_s: float,
+        emit: Emit | None = None,
+    ) -> cpb.Consultation:
+        emit = emit or _ignore
+        started = time.monotonic()
+        deadline = started + budget_s
+
+        def remaining() -> float:
+            return max(0.001, min(deadline - time.monotonic(), self.limits.agent_timeout_s))
+
+        def elapsed() -> float:
+            return round((time.monotonic() - started) * 1000, 3)
+
+        result = await deliberate(
+            intake,
+            profile,
+            self.ports,
+            max_rounds=rounds,
+            budget_s=budget_s,
+            agent_timeout_s=self.limits.agent_timeout_s,
+            emit=emit,
+        )
+        c = result_to_proto(
+            result,
+            name=f"consultations/{uuid.uuid4()}",
+            request_id=request_id,
+            create_time=datetime.now(UTC).isoformat(timespec="milliseconds"),
+        )
+        c.intake.CopyFrom(intake_to_proto(intake))
+        missing = list(result.missing_reviews)
+
+        def lose(actor: str, reason: str) -> None:
+            missing.append(actor)
+            c.transcript.add(
+                round=0,
+                actor="consult",
+                action="degrade",
+                elapsed_ms=elapsed(),
+                summary=f"{actor} unavailable ({reason}); continuing without it",
+            )
+            self._refresh(c, result, missing)
+
+        claims = [
+            *(result.assessment.claims if result.assessment else ()),
+            *(result.review.claims if result.review else ()),
+        ]
+        await emit(
+            Progress(
+                "grounding", 0, "started", f"grounding {len(claims)} claims in evidence", elapsed()
+            )
+        )
+        try:
+            grounded = await self.evidence.ground(claims, result.triage.profile, remaining())
+        except ReviewUnavailable as exc:
+            lose("evidence", exc.reason)
+            await emit(
+                Progress(
+                    "grounding", 0, "failed", f"evidence unavailable ({exc.reason})", elapsed()
+                )
+            )
+        else:
+            c.groundings.extend(grounded.groundings)
+            c.corpus_version = grounded.corpus_version
+            flagged = sum(1 for g in grounded.groundings if g.flagged)
+            c.transcript.add(
+                round=0,
+                actor="evidence",
+                action="ground",
+                elapsed_ms=elapsed(),
+                summary=f"{len(claims)} claims grounded; {flagged} flagged as unsupported or contradicted",
+            )
+            await emit(
+                Progress(
+                    "grounding", 0, "done", f"{len(claims)} claims; {flagged} flagged", elapsed()
+                )
+            )
+
+        await emit(Progress("report", 0, "started", "rendering the report", elapsed()))
+        try:
+            rendered = await self.report.render(c, c.corpus_version, remaining())
+        except ReviewUnavailable as exc:
+            lose("report", exc.reason)
+            await emit(
+                Progress("report", 0, "failed", f"report unavailable ({exc.reason})", elapsed())
+            )
+        else:
+            c.report_markdown, c.report_sha256 = rendered.markdown, rendered.sha256
+            await emit(
+                Progress("report", 0, "done", f"{len(rendered.markdown)} characters", elapsed())
+            )
+        await self.store.put(c)
+        return c
+
+    @staticmethod
+    def _refresh(c: cpb.Consultation, result: ConsultationResult, missing: list[str]) -> None:
+        runs = [e.run for e in result.transcript if e.run is not None]
+        del c.missing_reviews[:]
+        c.missing_reviews.extend(missing)
+        c.needs_prescriber_review = result.outcome not in (
+            Outcome.AGREED,
+            Outcome.NOT_TREATED,
+        ) or bool(missing)
+        c.notice = notice_for(result.outcome, result.escalation_reason, missing, runs)
+
+    async def get(self, name: str) -> cpb.Consultation:
+        found = await self.store.get(name)
+        if found is None:
+            raise NotFound(
+                f"no consultation named {name!r}",
+                reason="CONSULTATION_NOT_FOUND",
+                violations=[FieldViolation("name", "no such consultation", "NOT_FOUND")],
+            )
+        return found
+
+    async def ask(self, name: str, question: str) -> rpb.AnswerQuestionResponse:
+        consultation = await self.get(name)
+        try:
+            return await self.report.answer(consultation, question, self.limits.agent_timeout_s)
+        except ReviewUnavailable as exc:
+            from utimesh.kit.errors import Unavailable
+
+            raise Unavailable(
+                "the report service cannot answer now",
+                reason="REPORT_UNAVAILABLE",
+                metadata={"cause": exc.reason},
+            ) from None

@@ -1,0 +1,1 @@
+"""The evidence service: a curated guideline corpus, hybrid retrieval, and claim grounding."""

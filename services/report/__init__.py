@@ -1,0 +1,1 @@
+"""The report service: the markdown report a prescriber signs, and answers about it."""

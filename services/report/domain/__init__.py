@@ -1,0 +1,1 @@
+"""Pure report logic: rendering (`render`) and the offline question answerer (`answer`)."""

@@ -1,90 +1,149 @@
-"""`utimesh demo`: start the services, run the sample consultations through them, show a table."""
+"""`utimesh demo`: bring the whole stack up, run the sample consultations through the REST edge
+with a dev token, show a table and where the reports are, ask one question, shut down."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import tempfile
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import click
+import httpx
+from google.protobuf.json_format import MessageToDict
 from rich.console import Console
 from rich.table import Table
 
-from utimesh.agents.v1 import agents_pb2 as apb
-from utimesh.cli.consult import regimen_line
-from utimesh.cli.procs import local_consult_services
-from utimesh.clinical.v1 import clinical_pb2 as pb
+from utimesh.cli.stack import StackError, make_stack, start_stack, stop_stack
 from utimesh.codec.clinical import intake_to_proto
-from utimesh.consult.v1 import consult_pb2 as cpb
-from utimesh.consult.v1 import consult_pb2_grpc
-from utimesh.kit.channels import insecure_channel
 from utimesh.rules import parse_intake
 
 _COLOURS = {"recommend_treatment": "green", "no_antibiotics": "cyan", "refer": "yellow"}
+_SPAN = 22  # ports a stack uses above its base port
 
 
-def sample_patients() -> list[dict[str, object]]:
+def sample_patients() -> list[dict[str, Any]]:
     data = resources.files("utimesh.cli") / "samples" / "patients.json"
     return list(json.loads(data.read_text()))
 
 
-async def _run(console: Console, out_dir: Path) -> int:
-    samples = sample_patients()
-    log_dir = out_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    console.print(
-        f"[bold]utimesh demo[/] - starting triage, doctor, pharmacist and consult; {len(samples)} sample consultations"
+def free_port_block(start: int = 18080, span: int = _SPAN) -> int:
+    """A base port whose whole block of loopback ports is free right now."""
+    for base in range(start, 60000, 100):
+        free = True
+        for port in range(base, base + span):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    free = False
+                    break
+        if free:
+            return base
+    raise StackError("no free block of loopback ports")
+
+
+def rest_body(case: dict[str, Any]) -> dict[str, Any]:
+    intake = MessageToDict(
+        intake_to_proto(parse_intake(case["patient"])), preserving_proto_field_name=True
     )
+    return {"intake": intake, "profile": case["profile"], "request_id": case["id"]}
+
+
+def _regimen(r: dict[str, Any] | None) -> str:
+    if not r:
+        return "-"
+    dose = " + ".join(f"{d['ingredient']} {d['amount']:g} {d['unit']}" for d in r["dose"])
+    freq = r["frequency"].removeprefix("FREQUENCY_").lower().replace("_", " ")
+    return f"{r['drug']}: {dose}, {freq}, {r['duration']['amount']} {r['duration']['unit'].removeprefix('DURATION_UNIT_').lower()}"
+
+
+async def _consult_all(console: Console, url: str, token: str, out_dir: Path) -> int:
+    samples = sample_patients()
     table = Table(
-        title="Consultations through gRPC (every result is a DRAFT for prescriber sign-off)",
+        title="Consultations through the REST edge (every result is a DRAFT for prescriber sign-off)",
         show_lines=True,
     )
-    for column in ("Patient", "Decision", "Outcome", "Plan", "Rules fired", "Pharmacist", "Rounds"):
+    for column in ("Patient", "Decision", "Outcome", "Plan", "Rules fired", "Pharmacist", "Report"):
         table.add_column(column, overflow="fold")
     failures = 0
-    async with local_consult_services(log_dir=log_dir) as target:
-        console.print(f"services SERVING; consult at {target}")
-        channel = insecure_channel(target)
-        stub = consult_pb2_grpc.ConsultationServiceStub(channel)
-        try:
-            for case in samples:
-                request = cpb.CreateConsultationRequest(
-                    intake=intake_to_proto(parse_intake(case["patient"])),  # type: ignore[arg-type]
-                    profile=str(case["profile"]),
-                    request_id=str(case["id"]),
-                )
-                c = (await stub.CreateConsultation(request, timeout=30)).consultation
-                (out_dir / f"{case['id']}.json").write_text(json.dumps(json_view(c), indent=1))
-                decision = pb.Decision.Name(c.decision).removeprefix("DECISION_").lower()
-                outcome = cpb.Outcome.Name(c.outcome).removeprefix("OUTCOME_").lower()
-                failures += outcome in ("escalated", "unreviewed")
-                concerns = ", ".join(x.code for x in c.review.concerns) or "no concerns"
-                verdict = (
-                    apb.Verdict.Name(c.review.verdict) if c.HasField("review") else "VERDICT_NONE"
-                )
+    headers = {"authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
+        first_name = ""
+        for case in samples:
+            response = await client.post("/v1/consultations", json=rest_body(case))
+            if response.status_code != 200:
+                failures += 1
                 table.add_row(
-                    f"{case['id']}\n{case['description']}",
-                    f"[{_COLOURS[decision]}]{decision}[/]",
-                    outcome,
-                    regimen_line(c.regimen) if c.HasField("regimen") else "-",
-                    ", ".join(h.rule_id for h in c.triage.rules_fired),
-                    f"{verdict.removeprefix('VERDICT_').lower()}: {concerns}",
-                    str(c.rounds),
+                    case["id"],
+                    f"[red]HTTP {response.status_code}[/]",
+                    response.text[:200],
+                    "",
+                    "",
+                    "",
+                    "",
                 )
-        finally:
-            await channel.close()
-    console.print(table)
-    console.print(f"consultations written to {out_dir}/DEMO-*.json; service logs in {log_dir}")
-    console.print("services stopped (drained on SIGTERM)")
+                continue
+            c = response.json()["consultation"]
+            first_name = first_name or c["name"]
+            report = out_dir / f"{case['id']}.md"
+            report.write_text(c["report_markdown"])
+            (out_dir / f"{case['id']}.json").write_text(json.dumps(c, indent=1))
+            decision = c["decision"].removeprefix("DECISION_").lower()
+            outcome = c["outcome"].removeprefix("OUTCOME_").lower()
+            failures += outcome in ("escalated", "unreviewed")
+            concerns = (
+                ", ".join(x["code"] for x in c["review"].get("concerns", [])) or "no concerns"
+            )
+            verdict = c["review"]["verdict"].removeprefix("VERDICT_").lower()
+            table.add_row(
+                f"{case['id']}\n{case['description']}",
+                f"[{_COLOURS[decision]}]{decision}[/]",
+                outcome,
+                _regimen(c.get("regimen")),
+                ", ".join(h["rule_id"] for h in c["triage"]["rules_fired"]),
+                f"{verdict}: {concerns}",
+                str(report),
+            )
+        console.print(table)
+        if first_name:
+            question = "Why this antibiotic?"
+            answer = (
+                await client.post(f"/v1/{first_name}:ask", json={"question": question})
+            ).json()
+            console.print(
+                f"[bold]Q:[/] {question}  ({first_name})\n[bold]A ({answer.get('kind')}):[/] {answer.get('answer')}"
+            )
+            console.print(
+                f"   cites passages {', '.join(answer.get('passage_ids', [])) or '-'}; rules "
+                f"{', '.join(answer.get('rule_ids', [])) or '-'}"
+            )
+    return failures
+
+
+def _run(console: Console, out_dir: Path) -> int:
+    from gateway.jwt_dev import mint
+
+    stack = make_stack(out_dir / "state", free_port_block())
+    console.print(
+        f"[bold]utimesh demo[/] - starting the stack (Postgres, Redis, 6 services with mTLS, Envoy edge) "
+        f"at {stack.rest_url}; logs in {stack.logs}"
+    )
+    try:
+        start_stack(stack)
+        console.print(
+            "every part healthy; sending the sample consultations through the REST edge with a dev token"
+        )
+        token = mint("demo-clinician", ["clinician"], 900, state_dir=stack.state_dir / "edge")
+        failures = asyncio.run(_consult_all(console, stack.rest_url, token, out_dir))
+    finally:
+        stop_stack(stack)
+        console.print("stack stopped (services drained, edge and data stores stopped)")
+    console.print(f"reports and consultations written to {out_dir}")
     return 1 if failures else 0
-
-
-def json_view(c: cpb.Consultation) -> dict[str, object]:
-    from google.protobuf.json_format import MessageToDict
-
-    return MessageToDict(c, preserving_proto_field_name=True)
 
 
 @click.command()
@@ -93,12 +152,13 @@ def json_view(c: cpb.Consultation) -> dict[str, object]:
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Folder for the consultation JSON files and logs (default: a new temporary folder).",
+    help="Folder for the reports, consultation JSON, state and logs (default: a new temporary folder).",
 )
 def demo(out_dir: Path | None) -> None:
-    """Start the services, run the sample consultations through them, print a summary table.
+    """Bring the stack up, run the sample consultations through the REST edge, print a table.
 
-    Exit code 1 if any sample consultation was escalated or left unreviewed (none should be
-    with the offline engine)."""
+    Exit code 1 if any request failed or any sample consultation was escalated or left
+    unreviewed (none should be with the offline engine)."""
     target = out_dir or Path(tempfile.mkdtemp(prefix="utimesh-demo-"))
-    raise SystemExit(asyncio.run(_run(Console(width=170), target)))
+    target.mkdir(parents=True, exist_ok=True)
+    raise SystemExit(_run(Console(width=170), target))

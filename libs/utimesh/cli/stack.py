@@ -31,14 +31,18 @@ _PORT_OPT = click.option(
 )
 
 
-def _stack(state_dir: Path | None, base_port: int | None) -> Stack:
+class StackError(RuntimeError):
+    """The stack did not start or stop as asked."""
+
+
+def make_stack(state_dir: Path | None = None, base_port: int | None = None) -> Stack:
     overrides = {
         k: v for k, v in {"state_dir": state_dir, "base_port": base_port}.items() if v is not None
     }
     return Stack.from_settings(StackSettings(**overrides))  # type: ignore[arg-type]
 
 
-def _supervisor_pid(stack: Stack) -> int | None:
+def supervisor_pid(stack: Stack) -> int | None:
     status = read_status(stack)
     pid = status.get("supervisor_pid") if status else None
     return pid if isinstance(pid, int) and process_alive(pid) else None
@@ -60,27 +64,14 @@ def _wait_ready(stack: Stack, pid: int, limit_s: float) -> bool:
     return False
 
 
-@click.command()
-@_STATE_OPT
-@_PORT_OPT
-@click.option("--no-edge", is_flag=True, help="Do not start the Envoy edge (gRPC only).")
-@click.option(
-    "--wait",
-    "wait_s",
-    default=180.0,
-    show_default=True,
-    help="Seconds to wait for every part to be healthy.",
-)
-def up(state_dir: Path | None, base_port: int | None, no_edge: bool, wait_s: float) -> None:
-    """Start the whole stack (PostgreSQL, Redis, the six services, the edge) and wait for health.
-
-    If the stack is already running, restarts whatever is down and waits again."""
-    stack = _stack(state_dir, base_port)
+def start_stack(stack: Stack, *, no_edge: bool = False, wait_s: float = 180.0) -> tuple[int, bool]:
+    """Start the stack (or reconcile a running one) and wait until every part is healthy.
+    Returns (supervisor pid, whether it was already running). Raises StackError."""
     stack.logs.mkdir(parents=True, exist_ok=True)
-    pid = _supervisor_pid(stack)
+    pid = supervisor_pid(stack)
+    running = pid is not None
     if pid is not None:
         os.kill(pid, signal.SIGUSR1)  # reconcile now: restart anything down
-        click.echo(f"stack already running (supervisor {pid}); checking every part")
     else:
         command = [
             sys.executable,
@@ -96,21 +87,68 @@ def up(state_dir: Path | None, base_port: int | None, no_edge: bool, wait_s: flo
                 command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
             )
         pid = proc.pid
-        click.echo(f"starting the stack (supervisor {pid}, logs in {stack.logs})")
     if not _wait_ready(stack, pid, wait_s):
         tail = (stack.logs / "supervisor.log").read_text(errors="replace").splitlines()[-15:]
-        click.echo("the stack did not become healthy; last supervisor log lines:", err=True)
-        click.echo("\n".join(tail), err=True)
+        raise StackError(
+            "the stack did not become healthy; last supervisor log lines:\n" + "\n".join(tail)
+        )
+    return pid, running
+
+
+def stop_stack(stack: Stack, wait_s: float = 60.0) -> bool:
+    """Stop the stack; False if it was not running. Raises StackError if it does not stop."""
+    pid = supervisor_pid(stack)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait_s
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the supervisor stops every part in reverse order, then exits
+    if process_alive(pid):
+        raise StackError(f"supervisor {pid} did not stop within {wait_s:g} s")
+    return True
+
+
+@click.command()
+@_STATE_OPT
+@_PORT_OPT
+@click.option("--no-edge", is_flag=True, help="Do not start the Envoy edge (gRPC only).")
+@click.option(
+    "--wait",
+    "wait_s",
+    default=180.0,
+    show_default=True,
+    help="Seconds to wait for every part to be healthy.",
+)
+def up(state_dir: Path | None, base_port: int | None, no_edge: bool, wait_s: float) -> None:
+    """Start the whole stack (PostgreSQL, Redis, the six services, the edge) and wait for health.
+
+    If the stack is already running, restarts whatever is down and waits again."""
+    stack = make_stack(state_dir, base_port)
+    click.echo(f"starting the stack (logs in {stack.logs}) ...")
+    try:
+        pid, running = start_stack(stack, no_edge=no_edge, wait_s=wait_s)
+    except StackError as exc:
+        click.echo(str(exc), err=True)
         sys.exit(1)
+    if running:
+        click.echo(f"the stack was already running (supervisor {pid}); every part is healthy")
+    edge_state = stack.state_dir / "edge"
+    token = f"utimesh token --role clinician --state-dir {edge_state}"
     click.echo(
-        f"\nutimesh is up. REST: {stack.rest_url}   (gRPC consult: {stack.target('consult')})"
+        f"\nutimesh is up. REST: {stack.rest_url}   (gRPC consult, mTLS: {stack.target('consult')})"
     )
-    click.echo("A dev token:   utimesh token --role clinician")
+    click.echo(f"A dev token:   {token}")
     click.echo(
-        f'Try:           curl -s -H "Authorization: Bearer $(utimesh token --role clinician --state-dir {stack.state_dir})" '
-        f"-H 'content-type: application/json' -d @patient.json {stack.rest_url}/v1/consultations"
+        f"Try:           curl -s -H \"Authorization: Bearer $({token})\" -H 'content-type: application/json' "
+        f"-d @request.json {stack.rest_url}/v1/consultations"
     )
-    click.echo("Status / stop: utimesh status   utimesh down")
+    click.echo(
+        '               (request.json: {"intake": {...}, "profile": "CA-ON"}; see gateway/openapi.yaml)'
+    )
+    click.echo(
+        f"Status / stop: utimesh status --state-dir {stack.state_dir}   utimesh down --state-dir {stack.state_dir}"
+    )
 
 
 async def _probe(stack: Stack, status: dict[str, object]) -> list[tuple[str, str, str, str, str]]:
@@ -139,9 +177,9 @@ async def _probe(stack: Stack, status: dict[str, object]) -> list[tuple[str, str
 def status(state_dir: Path | None, base_port: int | None, as_json: bool) -> None:
     """Show each part of the stack and whether it is healthy (probed now). Exit 1 if any is down,
     3 if the stack is not running."""
-    stack = _stack(state_dir, base_port)
+    stack = make_stack(state_dir, base_port)
     data = read_status(stack)
-    if data is None or _supervisor_pid(stack) is None:
+    if data is None or supervisor_pid(stack) is None:
         click.echo("utimesh is not running" + (" (stale status file)" if data else ""), err=True)
         sys.exit(3)
     os.environ.setdefault("UTIMESH_TLS_DIR", str(stack.pki_dir))  # health is asked over mTLS
@@ -177,16 +215,9 @@ def status(state_dir: Path | None, base_port: int | None, as_json: bool) -> None
 )
 def down(state_dir: Path | None, base_port: int | None, wait_s: float) -> None:
     """Stop the stack cleanly: services drain, the edge and the data stores stop, ports are freed."""
-    stack = _stack(state_dir, base_port)
-    pid = _supervisor_pid(stack)
-    if pid is None:
-        click.echo("utimesh is not running")
-        return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + wait_s
-    while process_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)  # the supervisor stops every part in reverse order, then exits
-    if process_alive(pid):
-        click.echo(f"supervisor {pid} did not stop within {wait_s:g} s", err=True)
+    try:
+        stopped = stop_stack(make_stack(state_dir, base_port), wait_s)
+    except StackError as exc:
+        click.echo(str(exc), err=True)
         sys.exit(1)
-    click.echo("utimesh is down")
+    click.echo("utimesh is down" if stopped else "utimesh is not running")

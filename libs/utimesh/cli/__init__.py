@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import click
 
+from utimesh.cli import token as token_module
 from utimesh.cli.config import config
 from utimesh.cli.consult import consult
 from utimesh.cli.demo import demo
+from utimesh.cli.rest import ask, report
 from utimesh.cli.serve import serve
 from utimesh.cli.stack import down, status, up
-from utimesh.cli import token as token_module
 from utimesh.cli.triage import ruleset, triage
 
 
@@ -25,7 +26,7 @@ cli.add_command(serve)
 cli.add_command(demo)
 cli.add_command(consult)
 cli.add_command(config)
-for _command in (up, status, down, token_module.token):
+for _command in (up, status, down, token_module.token, report, ask):
     cli.add_command(_command)
 
 

@@ -28,10 +28,11 @@ protos: $(STAMP) ## Regenerate libs/utimesh/**/v1 from protos/
 	$(BIN)/python protos/generate.py
 
 lint: $(STAMP) ## ruff, mypy --strict, buf lint, generated-code freshness
-	$(BIN)/ruff check libs services tests protos gateway
-	$(BIN)/ruff format --check libs services tests protos gateway
-	$(BIN)/mypy libs/utimesh services gateway
+	$(BIN)/ruff check libs services tests protos gateway mesh
+	$(BIN)/ruff format --check libs services tests protos gateway mesh
+	$(BIN)/mypy libs/utimesh services gateway mesh
 	$(BIN)/python protos/generate.py --check
+	$(BIN)/python -m gateway.openapi --check
 	PYTHON=$(BIN)/python bash protos/lint.sh
 
 # Every benchmark runs even if an earlier one reports errors; the target fails if any did.

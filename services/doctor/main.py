@@ -13,7 +13,7 @@ from utimesh.doctor.v1 import doctor_pb2_grpc
 from utimesh.kit.logging import configure_logging
 from utimesh.kit.server import ServiceSpec, serve
 from utimesh.kit.settings import ServiceSettings
-from utimesh.llm import ModelProfile, StructuredLLM, load_llm_settings
+from utimesh.llm import ModelProfile, StructuredLLM, load_llm_settings, model_client
 from utimesh.rules import Knowledge, load_knowledge
 
 DEFAULT_PORT = 50052
@@ -42,16 +42,8 @@ def build_spec(
 
 async def _main(settings: DoctorSettings, on_started: Callable[[int], None] | None) -> None:
     profile = load_llm_settings().for_agent("doctor")
-    llm: StructuredLLM | None = None
-    if profile.provider != "offline":
-        from utimesh.llm import OpenAICompatibleLLM
-
-        llm = OpenAICompatibleLLM()
-    try:
+    async with model_client(profile) as llm:
         await serve(build_spec(load_knowledge(), llm, profile), settings, on_started)
-    finally:
-        if llm is not None:
-            await llm.aclose()
 
 
 def run(settings: DoctorSettings, on_started: Callable[[int], None] | None = None) -> None:

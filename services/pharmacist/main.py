@@ -13,7 +13,7 @@ from services.pharmacist.servicer import DOMAIN, SERVICE_NAME, PharmacistService
 from utimesh.kit.logging import configure_logging
 from utimesh.kit.server import ServiceSpec, serve
 from utimesh.kit.settings import ServiceSettings
-from utimesh.llm import ModelProfile, StructuredLLM, load_llm_settings, load_prompt
+from utimesh.llm import ModelProfile, StructuredLLM, load_llm_settings, load_prompt, model_client
 from utimesh.pharmacist.v1 import pharmacist_pb2_grpc
 from utimesh.rules import Knowledge, load_knowledge
 
@@ -67,14 +67,6 @@ async def _serve(
     settings: PharmacistSettings,
     on_started: Callable[[int], None] | None,
 ) -> None:
-    llm: StructuredLLM | None = None
-    if uses_model(profile):
-        from utimesh.llm import OpenAICompatibleLLM  # imports openai: only when a model is used
-
-        llm = OpenAICompatibleLLM()
-    try:
+    async with model_client(profile) as llm:
         spec = build_spec(knowledge, llm, profile, max_budget_s=settings.max_budget_seconds)
         await serve(spec, settings, on_started)
-    finally:
-        if llm is not None:
-            await llm.aclose()

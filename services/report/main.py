@@ -14,7 +14,7 @@ from services.report.servicer import DOMAIN, SERVICE_NAME, ReportServicer, uses_
 from utimesh.kit.logging import configure_logging
 from utimesh.kit.server import ServiceSpec, serve
 from utimesh.kit.settings import ServiceSettings
-from utimesh.llm import ModelProfile, StructuredLLM, load_llm_settings, load_prompt
+from utimesh.llm import ModelProfile, StructuredLLM, load_llm_settings, load_prompt, model_client
 from utimesh.report.v1 import report_pb2_grpc
 from utimesh.rules import Knowledge, load_knowledge
 
@@ -63,13 +63,5 @@ async def _serve(
     settings: ReportSettings,
     on_started: Callable[[int], None] | None,
 ) -> None:
-    llm: StructuredLLM | None = None
-    if uses_model(profile):
-        from utimesh.llm import OpenAICompatibleLLM  # imports openai: only when a model is used
-
-        llm = OpenAICompatibleLLM()
-    try:
+    async with model_client(profile) as llm:
         await serve(build_spec(knowledge, llm, profile), settings, on_started)
-    finally:
-        if llm is not None:
-            await llm.aclose()

@@ -151,14 +151,7 @@ async def _run(
                 except grpc.aio.AioRpcError as exc:
                     failures += 1
                     d = error_details(exc)
-                    err = {
-                        "code": d.code.name,
-                        "reason": d.reason,
-                        "message": d.message,
-                        "field_violations": [
-                            {"field": f, "description": t} for f, t in d.field_violations
-                        ],
-                    }
+                    err = d.as_json()
                     out.append({"error": err})
                     if console:
                         console.print(

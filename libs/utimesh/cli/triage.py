@@ -53,17 +53,7 @@ async def _remote(
             try:
                 response = await stub.AssessPatient(request, timeout=deadline_s)
             except grpc.aio.AioRpcError as exc:
-                d = error_details(exc)
-                return {
-                    "error": {
-                        "code": d.code.name,
-                        "reason": d.reason,
-                        "message": d.message,
-                        "field_violations": [
-                            {"field": f, "description": t} for f, t in d.field_violations
-                        ],
-                    }
-                }
+                return {"error": error_details(exc).as_json()}
         return assessment_to_json(assessment_from_proto(response))
 
     try:

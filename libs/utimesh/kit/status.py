@@ -44,6 +44,15 @@ class ErrorDetails:
     metadata: dict[str, str]
     field_violations: tuple[tuple[str, str], ...]  # (field, description)
 
+    def as_json(self) -> dict[str, object]:
+        """The error as the CLI prints it."""
+        return {
+            "code": self.code.name,
+            "reason": self.reason,
+            "message": self.message,
+            "field_violations": [{"field": f, "description": t} for f, t in self.field_violations],
+        }
+
 
 def error_details(exc: grpc.RpcError) -> ErrorDetails:
     """Decode the rich status of a failed call (sync or aio)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from utimesh.llm.client import model_client
 from utimesh.llm.prompts import Prompt, load_prompt
 from utimesh.llm.settings import LLMSettings, ModelProfile, load_llm_settings, masked
 from utimesh.llm.types import (
@@ -39,6 +40,7 @@ __all__ = [
     "load_llm_settings",
     "load_prompt",
     "masked",
+    "model_client",
     "strict_json_schema",
 ]
 

@@ -42,6 +42,7 @@ bench: $(STAMP) ## Benchmarks (triage engine and gRPC, consultations through the
 	$(BIN)/python -m tests.bench.bench_consult || rc=1; \
 	$(BIN)/python -m tests.bench.bench_report || rc=1; \
 	$(BIN)/python -m tests.bench.bench_evidence || rc=1; \
+	$(BIN)/python -m tests.bench.bench_edge || rc=1; \
 	exit $$rc
 
 clean: ## Remove caches (keeps .venv)

@@ -8,6 +8,7 @@ from utimesh.cli import token as token_module
 from utimesh.cli.config import config
 from utimesh.cli.consult import consult
 from utimesh.cli.demo import demo
+from utimesh.cli.mcp_cmd import mcp
 from utimesh.cli.rest import ask, report
 from utimesh.cli.serve import serve
 from utimesh.cli.stack import down, status, up
@@ -26,7 +27,7 @@ cli.add_command(serve)
 cli.add_command(demo)
 cli.add_command(consult)
 cli.add_command(config)
-for _command in (up, status, down, token_module.token, report, ask):
+for _command in (up, status, down, token_module.token, report, ask, mcp):
     cli.add_command(_command)
 
 

@@ -66,6 +66,18 @@ class ConsultationApp:
         emit: Emit | None = None,
     ) -> cpb.Consultation:
         emit = emit or _ignore
+        # AIP-155: a retried request with the same request_id gets the consultation it created.
+        if request_id and (earlier := await self.store.get_by_request_id(request_id)) is not None:
+            await emit(
+                Progress(
+                    "finalize",
+                    0,
+                    "done",
+                    f"request {request_id!r} already answered: {earlier.name}",
+                    0.0,
+                )
+            )
+            return earlier
         started = time.monotonic()
         deadline = started + budget_s
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 
 import grpc
 from pydantic import Field
@@ -17,17 +19,21 @@ from services.consult.adapters.grpc_ports import (
     GrpcTriage,
 )
 from services.consult.adapters.memory_store import MemoryConsultationStore
+from services.consult.adapters.pg_store import PostgresConsultationStore
 from services.consult.app import ConsultationApp, Limits
 from services.consult.domain.deliberation import Ports
 from services.consult.domain.ports import ConsultationStore, EvidencePort, ReportPort
 from services.consult.servicer import DOMAIN, SERVICE_NAME, ConsultationServicer
 from utimesh.consult.v1 import consult_pb2_grpc
+from utimesh.db.migrations import migrate
+from utimesh.db.pool import create_pool, redact_dsn
 from utimesh.kit.channels import service_channel
 from utimesh.kit.logging import configure_logging
 from utimesh.kit.server import ServiceSpec, serve
 from utimesh.kit.settings import ServiceSettings
 
 DEFAULT_PORT = 50050
+log = logging.getLogger(__name__)
 
 
 class ConsultSettings(ServiceSettings):
@@ -44,6 +50,9 @@ class ConsultSettings(ServiceSettings):
     max_rounds: int = Field(default=3, ge=1, le=5)
     consultation_budget_seconds: float = Field(default=60.0, gt=0)
     agent_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Shared by every service of a stack, so not UTIMESH_CONSULT_-prefixed. Empty: memory store.
+    database_url: str = Field(default="", validation_alias="UTIMESH_DATABASE_URL")
+    db_pool_max: int = Field(default=10, ge=1, le=100)
 
 
 def build_spec(
@@ -68,6 +77,26 @@ def build_spec(
     )
 
 
+async def build_store(
+    settings: ConsultSettings, resources: AsyncExitStack, actor: str
+) -> ConsultationStore:
+    """Postgres (schema migrated at start) when UTIMESH_DATABASE_URL is set, else memory."""
+    if not settings.database_url:
+        log.warning("UTIMESH_DATABASE_URL is not set: consultations are kept in memory only")
+        return MemoryConsultationStore()
+    pool = await create_pool(
+        settings.database_url, application_name="utimesh-consult", max_size=settings.db_pool_max
+    )
+    resources.push_async_callback(pool.close)
+    result = await migrate(pool)
+    log.info(
+        "consultations stored in PostgreSQL at %s (schema %04d)",
+        redact_dsn(settings.database_url),
+        result.version,
+    )
+    return PostgresConsultationStore(pool, actor=actor)
+
+
 async def _main(settings: ConsultSettings, on_started: Callable[[int], None] | None) -> None:
     targets = (
         settings.triage_target,
@@ -84,18 +113,14 @@ async def _main(settings: ConsultSettings, on_started: Callable[[int], None] | N
         for n, t in zip(names, targets, strict=True)
     ]
     ports = Ports(GrpcTriage(channels[0]), GrpcDoctor(channels[1]), GrpcPharmacist(channels[2]))
-    spec = build_spec(
-        ports,
-        GrpcEvidence(channels[3]),
-        GrpcReport(channels[4]),
-        MemoryConsultationStore(),
-        settings,
-    )
-    try:
-        await serve(spec, settings, on_started)
-    finally:
+    async with AsyncExitStack() as resources:  # closes the pool after the server has drained
         for channel in channels:
-            await channel.close()
+            resources.push_async_callback(channel.close)
+        store = await build_store(settings, resources, caller)
+        spec = build_spec(
+            ports, GrpcEvidence(channels[3]), GrpcReport(channels[4]), store, settings
+        )
+        await serve(spec, settings, on_started)
 
 
 def run(settings: ConsultSettings, on_started: Callable[[int], None] | None = None) -> None:

@@ -206,3 +206,11 @@ async def test_evidence_or_report_down_is_said(knowledge: Knowledge, part: str) 
         )
     else:
         assert c.groundings and not c.report_markdown
+
+
+async def test_a_retried_request_returns_the_same_consultation(mesh: Mesh) -> None:
+    request = create()
+    request.request_id = "retry-7f3a"
+    first = (await mesh.consult.CreateConsultation(request, timeout=20)).consultation
+    second = (await mesh.consult.CreateConsultation(request, timeout=20)).consultation
+    assert second == first

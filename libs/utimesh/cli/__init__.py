@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from utimesh.cli import token as token_module
+from utimesh.cli.audit import audit
 from utimesh.cli.config import config
 from utimesh.cli.consult import consult
 from utimesh.cli.demo import demo
@@ -27,6 +28,7 @@ cli.add_command(serve)
 cli.add_command(demo)
 cli.add_command(consult)
 cli.add_command(config)
+cli.add_command(audit)
 for _command in (up, status, down, token_module.token, report, ask, mcp):
     cli.add_command(_command)
 

@@ -19,6 +19,11 @@ class MemoryConsultationStore:
         while len(self._items) > self.capacity:
             self._items.popitem(last=False)
 
+    async def get_by_request_id(self, request_id: str) -> cpb.Consultation | None:
+        if not request_id:
+            return None
+        return next((c for c in reversed(self._items.values()) if c.request_id == request_id), None)
+
     async def get(self, name: str) -> cpb.Consultation | None:
         item = self._items.get(name)
         if item is not None:

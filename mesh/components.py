@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -16,8 +17,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesh.edge import edge_env, envoy_command
-from mesh.stack import GRPC_NAMES, Stack
+from mesh.stack import GRPC_NAMES, Stack, process_alive
 from utimesh.kit.channels import supervisor_channel
+
+log = logging.getLogger("utimesh.supervisor")
 
 
 @dataclass
@@ -155,14 +158,21 @@ class PostgresComponent(Component):
         from pgserver import _commands
 
         user = self.SYSTEM_USER if os.geteuid() == 0 else None
-        subprocess.run(
+        result = subprocess.run(
             [str(_commands.POSTGRES_BIN_PATH / args[0]), *args[1:]],
-            check=True,
+            check=False,
             user=user,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
             timeout=120,
         )
+        if result.returncode != 0:  # say why in the supervisor log, not just that it failed
+            output = (result.stderr or result.stdout).strip()[-2000:]
+            log.error(
+                "command failed",
+                extra={"fields": {"command": args[0], "exit": result.returncode, "output": output}},
+            )
+            result.check_returncode()
 
     def _prepare(self) -> None:
         from pgserver import _commands, utils
@@ -216,12 +226,34 @@ class PostgresComponent(Component):
         return await tcp_open(self.port)
 
     async def stop(self, grace_s: float = 10.0) -> None:
-        if self.pid is not None:
+        pid = self.pid
+        if pid is not None:
             with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
                 await asyncio.to_thread(
                     self._run, ["pg_ctl", "-D", str(self.pgdata), "-m", "fast", "-w", "stop"]
                 )
+            # pg_ctl can fail while PostgreSQL runs on (e.g. its user lost access to a parent
+            # of pgdata): then `down` would report success with the port still taken. Stop the
+            # postmaster directly: SIGINT is PostgreSQL's "fast" shutdown, SIGKILL the last resort.
+            for sig in (signal.SIGINT, signal.SIGKILL):
+                if not _postmaster_running(pid):
+                    break
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+                for _ in range(int(grace_s * 10)):  # not our child: poll, cannot wait on it
+                    if not _postmaster_running(pid):
+                        break
+                    await asyncio.sleep(0.1)
         self.state = "stopped"
+
+
+def _postmaster_running(pid: int) -> bool:
+    """`pid` is a live PostgreSQL process (not a zombie, not a reused pid of something else)."""
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return False
+    return comm == "postgres" and process_alive(pid)
 
 
 class EdgeComponent(Component):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -42,6 +43,14 @@ def make_stack(state_dir: Path | None = None, base_port: int | None = None) -> S
     return Stack.from_settings(StackSettings(**overrides))  # type: ignore[arg-type]
 
 
+def as_recorded(stack: Stack) -> Stack:
+    """`stack` with the base port its running supervisor recorded: a running stack is found by
+    its state dir alone, and its ports are the ones it started with, whatever the flags say."""
+    data = read_status(stack)
+    port = data.get("base_port") if data else None
+    return dataclasses.replace(stack, base_port=port) if isinstance(port, int) else stack
+
+
 def supervisor_pid(stack: Stack) -> int | None:
     status = read_status(stack)
     pid = status.get("supervisor_pid") if status else None
@@ -52,10 +61,18 @@ def _wait_ready(stack: Stack, pid: int, limit_s: float) -> bool:
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         status = read_status(stack)
+        # A part that crashed a moment ago is still "healthy" in the file until the supervisor's
+        # next watch pass (0.25 s) notices: require its process to be alive too, or `up` on a
+        # running stack returns at once while that part is down.
         if (
             status
             and status.get("ready")
-            and all(c["state"] == "healthy" for c in status["components"].values())
+            and all(
+                c["state"] == "healthy"
+                and isinstance(c.get("pid"), int)
+                and process_alive(c["pid"])
+                for c in status["components"].values()
+            )
         ):
             return True
         if not process_alive(pid):
@@ -132,6 +149,7 @@ def up(state_dir: Path | None, base_port: int | None, no_edge: bool, wait_s: flo
         click.echo(str(exc), err=True)
         sys.exit(1)
     if running:
+        stack = as_recorded(stack)  # its real ports, though --base-port was not given
         click.echo(f"the stack was already running (supervisor {pid}); every part is healthy")
     edge_state = stack.state_dir / "edge"
     token = f"utimesh token --role clinician --state-dir {edge_state}"
@@ -182,6 +200,7 @@ def status(state_dir: Path | None, base_port: int | None, as_json: bool) -> None
     if data is None or supervisor_pid(stack) is None:
         click.echo("utimesh is not running" + (" (stale status file)" if data else ""), err=True)
         sys.exit(3)
+    stack = as_recorded(stack)  # probe the ports it runs on, not the default 8080
     os.environ.setdefault("UTIMESH_TLS_DIR", str(stack.pki_dir))  # health is asked over mTLS
     rows = asyncio.run(_probe(stack, data))
     if as_json:

@@ -28,6 +28,11 @@ CHANNEL_OPTIONS: tuple[tuple[str, object], ...] = (
     ("grpc.service_config", _SERVICE_CONFIG),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
+    # A restarted peer is back within seconds under the supervisor (or Kubernetes): reconnect
+    # quickly instead of gRPC's default backoff, which grows to 120 s and keeps calls failing.
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
 )
 
 SUPERVISOR = "supervisor"  # the identity that starts processes and checks their health

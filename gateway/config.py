@@ -14,9 +14,12 @@ The HTTP filter chain, in order (the order is the design):
                     headers for the service: `x-utimesh-sub: <sub>` and `x-utimesh-roles:
                     <base64 of the JSON array>` (Envoy encodes list claims that way).
 6. buffer           caps the request body (413).
-7. grpc_json_transcoder  REST/JSON -> gRPC from the google.api.http annotations.
-8. rbac             per gRPC method, on the roles claim in jwt_authn's dynamic metadata (403).
-9. router           HTTP/2 to consult, with a route timeout and a grpc-timeout for the service.
+7. lua (strict JSON) rejects unknown and malformed JSON body fields with a 400 naming them
+                    (gateway.strict_json; the script is generated from the descriptor set). The
+                    transcoder would silently drop unknown fields (envoyproxy/envoy#46623).
+8. grpc_json_transcoder  REST/JSON -> gRPC from the google.api.http annotations.
+9. rbac             per gRPC method, on the roles claim in jwt_authn's dynamic metadata (403).
+10. router          HTTP/2 to consult, with a route timeout and a grpc-timeout for the service.
 
 RBAC runs after the transcoder on purpose: there it sees the gRPC path
 (/utimesh.consult.v1.ConsultationService/Method), so one table (gateway.policy) governs REST and
@@ -37,8 +40,11 @@ import betterproto2
 import yaml
 from pydantic.warnings import PydanticDeprecatedSince212
 
+from gateway.descriptor import load_descriptor_set
 from gateway.policy import ADMIN_ROLES, ADMIN_ROUTES, HEALTH_PATH, METHOD_ROLES, grpc_path
 from gateway.settings import CONSULT_SERVICE, EdgeSettings, UpstreamTls
+from gateway.strict_json import METADATA_KEY, METADATA_NAMESPACE
+from gateway.strict_json import generate as generate_strict_json
 
 with warnings.catch_warnings():
     # envoy-data-plane 2.2 declares its oneof checks as classmethod after-validators, which
@@ -50,6 +56,7 @@ with warnings.catch_warnings():
         AccessLogFilter,
         ComparisonFilter,
         ComparisonFilterOp,
+        MetadataFilter,
         StatusCodeFilter,
     )
     from envoy_data_plane.envoy.config.bootstrap.v3 import (
@@ -138,6 +145,7 @@ with warnings.catch_warnings():
         RequirementRule,
     )
     from envoy_data_plane.envoy.extensions.filters.http.local_ratelimit.v3 import LocalRateLimit
+    from envoy_data_plane.envoy.extensions.filters.http.lua.v3 import Lua
     from envoy_data_plane.envoy.extensions.filters.http.rbac.v3 import Rbac
     from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
     from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -186,6 +194,7 @@ UNTRANSCODED_CLUSTER = "untranscoded"
 JWKS_CLUSTER = "jwks"
 JWT_PROVIDER = "utimesh"
 JWT_FILTER = "envoy.filters.http.jwt_authn"
+STRICT_JSON_FILTER = "envoy.filters.http.lua"
 JWT_PAYLOAD_KEY = "jwt_payload"
 SUB_HEADER = "x-utimesh-sub"
 ROLES_HEADER = "x-utimesh-roles"
@@ -505,6 +514,17 @@ def transcoder_filter(settings: EdgeSettings, descriptor_path: Path) -> GrpcJson
     )
 
 
+def strict_json_filter(descriptor_path: Path) -> Lua:
+    """Unknown JSON body fields (and malformed JSON) are a 400 naming them, before the
+    transcoder drops them: a Lua script generated from the same descriptor set (see
+    gateway.strict_json). The descriptor set must exist when the bootstrap is generated."""
+    fds = load_descriptor_set(descriptor_path)
+    return Lua(
+        default_source_code=DataSource(inline_string=generate_strict_json(fds, [CONSULT_SERVICE])),
+        stat_prefix="strict_json",
+    )
+
+
 def cors_policy(settings: EdgeSettings) -> CorsPolicy:
     """Exact allowed origins; the browser may send the token and read the request id."""
     return CorsPolicy(
@@ -602,27 +622,48 @@ def route_config(settings: EdgeSettings) -> RouteConfiguration:
 
 
 def _local_reply_config() -> LocalReplyConfig:
+    # The strict-JSON check answers with a complete google.rpc.Status body (with details): the
+    # first mapper, matched by the dynamic metadata the script sets, passes it through as is.
+    strict_json_reply = ResponseMapper(
+        filter=AccessLogFilter(
+            metadata_filter=MetadataFilter(
+                matcher=MetadataMatcher(
+                    filter=METADATA_NAMESPACE,
+                    path=[MetadataMatcherPathSegment(key=METADATA_KEY)],
+                    value=ValueMatcher(bool_match=True),
+                ),
+                match_if_key_not_found=False,
+            )
+        ),
+        body_format_override=SubstitutionFormatString(
+            text_format_source=DataSource(inline_string="%LOCAL_REPLY_BODY%"),
+            content_type="application/json",
+        ),
+    )
     return LocalReplyConfig(
         mappers=[
-            ResponseMapper(
-                filter=AccessLogFilter(
-                    status_code_filter=StatusCodeFilter(
-                        comparison=ComparisonFilter(
-                            op=ComparisonFilterOp.EQ,
-                            value=RuntimeUInt32(
-                                default_value=status, runtime_key=f"edge_lr_{status}"
-                            ),
+            strict_json_reply,
+            *(
+                ResponseMapper(
+                    filter=AccessLogFilter(
+                        status_code_filter=StatusCodeFilter(
+                            comparison=ComparisonFilter(
+                                op=ComparisonFilterOp.EQ,
+                                value=RuntimeUInt32(
+                                    default_value=status, runtime_key=f"edge_lr_{status}"
+                                ),
+                            )
                         )
-                    )
-                ),
-                body_format_override=SubstitutionFormatString(
-                    json_format=Struct.from_dict(
-                        {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []}
                     ),
-                    content_type="application/json",
-                ),
-            )
-            for status, code in _LOCAL_REPLY_CODES.items()
+                    body_format_override=SubstitutionFormatString(
+                        json_format=Struct.from_dict(
+                            {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []}
+                        ),
+                        content_type="application/json",
+                    ),
+                )
+                for status, code in _LOCAL_REPLY_CODES.items()
+            ),
         ]
     )
 
@@ -650,6 +691,7 @@ def http_connection_manager(settings: EdgeSettings, descriptor_path: Path) -> Ht
         _filter("envoy.filters.http.local_ratelimit", local_ratelimit_filter(settings)),
         _filter(JWT_FILTER, jwt_filter(settings)),
         _filter("envoy.filters.http.buffer", Buffer(max_request_bytes=settings.max_request_bytes)),
+        _filter(STRICT_JSON_FILTER, strict_json_filter(descriptor_path)),
         _filter(
             "envoy.filters.http.grpc_json_transcoder",
             transcoder_filter(settings, descriptor_path),
@@ -788,6 +830,7 @@ __all__ = [
     "ADMIN_CLUSTER",
     "CONSULT_CLUSTER",
     "ROLES_HEADER",
+    "STRICT_JSON_FILTER",
     "SUB_HEADER",
     "Bootstrap",
     "bootstrap_dict",

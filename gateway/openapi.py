@@ -82,8 +82,10 @@ _WELL_KNOWN: dict[str, dict[str, Any]] = {
 _ERRORS: dict[str, tuple[str, str]] = {
     "400": (
         "BadRequest",
-        "Malformed JSON, a field of the wrong type or an invalid request "
-        "(INVALID_ARGUMENT; `details` holds google.rpc.BadRequest naming the fields).",
+        "Malformed JSON (the message gives line, column and byte offset), an unknown field, "
+        "a field of the wrong type or an invalid request (INVALID_ARGUMENT; `details` holds "
+        "google.rpc.ErrorInfo and, for fields, google.rpc.BadRequest naming them by path, e.g. "
+        "`intake.symptoms.dysurya` or `intake.history.recent_antibiotics.entries[0].drug`).",
     ),
     "401": ("Unauthenticated", "No bearer token, or one that is invalid or expired."),
     "403": (
@@ -505,8 +507,8 @@ def build_document(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
                 "JSON follows the proto3 mapping with the proto field names (snake_case; "
                 "lowerCamelCase is also accepted on input), enums as names, 64-bit integers "
                 "as strings, and every primitive field present in responses. Unknown query "
-                "parameters are rejected; unknown body fields are currently ignored, not "
-                "rejected (check the spelling of optional fields). Every result is a DRAFT "
+                "parameters and unknown body fields are rejected (400 naming the field), so a "
+                "misspelt optional field is never silently ignored. Every result is a DRAFT "
                 "for prescriber sign-off."
             ),
         },

@@ -3,6 +3,7 @@ mode, offline), and the parts that carry the security design are where they must
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,16 @@ import yaml
 from google.api import annotations_pb2  # type: ignore[import-untyped]
 from pydantic import ValidationError
 
-from gateway import EdgeSettings, JwtSettings, UpstreamTls, dev_settings, prepare
+from gateway import EdgeSettings, JwtSettings, UpstreamTls, dev_settings, prepare, strict_json
 from gateway.config import ACCESS_LOG_FORMAT, Bootstrap, bootstrap_dict, build_bootstrap
-from gateway.descriptor import build_descriptor_set, descriptor_set_from_modules
+from gateway.descriptor import (
+    build_descriptor_set,
+    descriptor_set_from_modules,
+    load_descriptor_set,
+)
 from gateway.envoy import EnvoyError, validate
 from gateway.policy import ADMIN_ROUTES, METHOD_ROLES, grpc_path
+from gateway.settings import CONSULT_SERVICE
 from tests.gateway.harness import make_pki
 from utimesh.consult.v1 import consult_pb2
 
@@ -44,6 +50,12 @@ def _hcm(config: dict[str, Any]) -> dict[str, Any]:
 
 def _clusters(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in config["staticResources"]["clusters"]}
+
+
+@pytest.fixture(scope="module")
+def descriptor(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The consult descriptor set: generating the bootstrap reads it (the strict-JSON script)."""
+    return build_descriptor_set(tmp_path_factory.mktemp("descriptor"))
 
 
 def _settings(tmp_path: Path, **overrides: Any) -> EdgeSettings:
@@ -97,14 +109,24 @@ def test_envoy_accepts_the_generated_config(tmp_path: Path, case: str) -> None:
     validate(prepared.config)  # raises EnvoyError with Envoy's message when rejected
 
 
-def test_envoy_rejects_a_broken_config(tmp_path: Path) -> None:
-    """The validator is not a rubber stamp: a missing descriptor set fails."""
+def test_envoy_rejects_a_broken_config(tmp_path: Path, descriptor: Path) -> None:
+    """The validator is not a rubber stamp: a descriptor set gone since generation fails."""
     settings = _settings(tmp_path)
+    doomed = tmp_path / "no-such-descriptor.pb"
+    shutil.copyfile(descriptor, doomed)
+    data = bootstrap_dict(settings, doomed)
+    doomed.unlink()
     config = tmp_path / "broken.yaml"
-    data = bootstrap_dict(settings, tmp_path / "no-such-descriptor.pb")
     config.write_text(yaml.safe_dump(data))
     with pytest.raises(EnvoyError, match=r"no-such-descriptor\.pb"):
         validate(config)
+
+
+def test_generating_without_the_descriptor_set_fails(tmp_path: Path) -> None:
+    """The strict-JSON script is generated from the descriptor set: no set, no config (rather
+    than an edge that silently drops unknown fields)."""
+    with pytest.raises(FileNotFoundError):
+        bootstrap_dict(_settings(tmp_path), tmp_path / "missing.pb")
 
 
 def test_yaml_reads_back_to_the_same_typed_bootstrap(tmp_path: Path) -> None:
@@ -115,10 +137,9 @@ def test_yaml_reads_back_to_the_same_typed_bootstrap(tmp_path: Path) -> None:
     assert loaded == build_bootstrap(settings, prepared.descriptor)
 
 
-def test_filter_order_is_the_design(tmp_path: Path) -> None:
+def test_filter_order_is_the_design(tmp_path: Path, descriptor: Path) -> None:
     names = [
-        f["name"]
-        for f in _hcm(bootstrap_dict(_settings(tmp_path), tmp_path / "x.pb"))["httpFilters"]
+        f["name"] for f in _hcm(bootstrap_dict(_settings(tmp_path), descriptor))["httpFilters"]
     ]
     assert names == [
         "envoy.filters.http.header_mutation",
@@ -127,14 +148,43 @@ def test_filter_order_is_the_design(tmp_path: Path) -> None:
         "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.jwt_authn",
         "envoy.filters.http.buffer",
+        "envoy.filters.http.lua",
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.rbac",
         "envoy.filters.http.router",
     ]
 
 
-def test_rbac_allows_exactly_the_role_table(tmp_path: Path) -> None:
-    hcm = _hcm(bootstrap_dict(_settings(tmp_path), tmp_path / "x.pb"))
+def test_strict_json_script_is_generated_and_its_answers_pass_through(
+    tmp_path: Path, descriptor: Path
+) -> None:
+    hcm = _hcm(bootstrap_dict(_settings(tmp_path), descriptor))
+    lua = next(f for f in hcm["httpFilters"] if f["name"] == "envoy.filters.http.lua")
+    source = lua["typedConfig"]["defaultSourceCode"]["inlineString"]
+    assert source == strict_json.generate(load_descriptor_set(descriptor), [CONSULT_SERVICE])
+    for pattern in ("^/v1/consultations$", "^/v1/consultations:stream$"):
+        assert f'method = "POST", pattern = "{pattern}"' in source
+    # The script knows the transcoder's routes only if these stay as they are: the same
+    # services, and no automatic POST /<service>/<method> mapping besides the HTTP rules.
+    transcoder = next(
+        f["typedConfig"]
+        for f in hcm["httpFilters"]
+        if f["name"] == "envoy.filters.http.grpc_json_transcoder"
+    )
+    assert transcoder["services"] == [CONSULT_SERVICE]
+    assert not transcoder.get("autoMapping")
+    assert transcoder["protoDescriptor"] == str(descriptor)
+    # The script's complete google.rpc.Status bodies are not re-wrapped by the 400 mapper.
+    first = hcm["localReplyConfig"]["mappers"][0]
+    matcher = first["filter"]["metadataFilter"]["matcher"]
+    assert matcher["filter"] == strict_json.METADATA_NAMESPACE
+    assert matcher["path"] == [{"key": strict_json.METADATA_KEY}]
+    assert matcher["value"] == {"boolMatch": True}
+    assert first["bodyFormatOverride"]["textFormatSource"]["inlineString"] == "%LOCAL_REPLY_BODY%"
+
+
+def test_rbac_allows_exactly_the_role_table(tmp_path: Path, descriptor: Path) -> None:
+    hcm = _hcm(bootstrap_dict(_settings(tmp_path), descriptor))
     rbac = next(f for f in hcm["httpFilters"] if f["name"] == "envoy.filters.http.rbac")
     policies = rbac["typedConfig"]["rules"]["policies"]
     assert rbac["typedConfig"]["rules"].get("action", "ALLOW") == "ALLOW"
@@ -159,8 +209,10 @@ def test_rbac_allows_exactly_the_role_table(tmp_path: Path) -> None:
     assert all("operator" not in roles for roles in METHOD_ROLES.values())
 
 
-def test_upstream_is_http2_health_checked_and_tls_pins_the_spiffe_id(tmp_path: Path) -> None:
-    config = bootstrap_dict(_tls(tmp_path, client_cert=True), tmp_path / "x.pb")
+def test_upstream_is_http2_health_checked_and_tls_pins_the_spiffe_id(
+    tmp_path: Path, descriptor: Path
+) -> None:
+    config = bootstrap_dict(_tls(tmp_path, client_cert=True), descriptor)
     consult = _clusters(config)["consult"]
     options = consult["typedExtensionProtocolOptions"][
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -178,14 +230,14 @@ def test_upstream_is_http2_health_checked_and_tls_pins_the_spiffe_id(tmp_path: P
     ]
 
 
-def test_plain_upstream_has_no_transport_socket(tmp_path: Path) -> None:
-    consult = _clusters(bootstrap_dict(_settings(tmp_path), tmp_path / "x.pb"))["consult"]
+def test_plain_upstream_has_no_transport_socket(tmp_path: Path, descriptor: Path) -> None:
+    consult = _clusters(bootstrap_dict(_settings(tmp_path), descriptor))["consult"]
     assert "transportSocket" not in consult
 
 
-def test_remote_jwks_gets_its_own_tls_cluster(tmp_path: Path) -> None:
+def test_remote_jwks_gets_its_own_tls_cluster(tmp_path: Path, descriptor: Path) -> None:
     settings = _remote_jwks(tmp_path, "https://idp.utimesh.test/.well-known/jwks.json")
-    config = bootstrap_dict(settings, tmp_path / "x.pb")
+    config = bootstrap_dict(settings, descriptor)
     jwks = _clusters(config)["jwks"]
     assert jwks["transportSocket"]["typedConfig"]["sni"] == "idp.utimesh.test"
     provider = _find(config, "providers")[0]["utimesh"]
@@ -193,18 +245,14 @@ def test_remote_jwks_gets_its_own_tls_cluster(tmp_path: Path) -> None:
     assert "localJwks" not in provider
 
 
-def test_listener_does_not_share_its_port(tmp_path: Path) -> None:
-    listener = bootstrap_dict(_settings(tmp_path), tmp_path / "x.pb")["staticResources"][
-        "listeners"
-    ][0]
+def test_listener_does_not_share_its_port(tmp_path: Path, descriptor: Path) -> None:
+    listener = bootstrap_dict(_settings(tmp_path), descriptor)["staticResources"]["listeners"][0]
     assert listener["enableReusePort"] is False
 
 
-def test_routes_carry_timeouts_and_the_service_deadline(tmp_path: Path) -> None:
+def test_routes_carry_timeouts_and_the_service_deadline(tmp_path: Path, descriptor: Path) -> None:
     settings = _settings(tmp_path, unary_timeout_seconds=90, stream_timeout_seconds=180)
-    routes = _hcm(bootstrap_dict(settings, tmp_path / "x.pb"))["routeConfig"]["virtualHosts"][0][
-        "routes"
-    ]
+    routes = _hcm(bootstrap_dict(settings, descriptor))["routeConfig"]["virtualHosts"][0]["routes"]
     by_name = {r["name"]: r for r in routes}
     assert by_name["consult.unary"]["route"]["timeout"] == "90s"
     assert by_name["consult.stream"]["route"]["timeout"] == "180s"

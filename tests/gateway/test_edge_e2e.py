@@ -18,6 +18,7 @@ import pytest
 import pytest_asyncio
 import yaml
 from grpc_health.v1 import health_pb2
+from yarl import URL
 
 from gateway.openapi import OPENAPI_PATH
 from tests.consult.mesh import Mesh, running_mesh
@@ -68,7 +69,7 @@ async def created(edge: Edge) -> dict[str, Any]:
 
 
 async def _call(
-    http: aiohttp.ClientSession, method: str, url: str, **kwargs: Any
+    http: aiohttp.ClientSession, method: str, url: str | URL, **kwargs: Any
 ) -> tuple[int, dict[str, Any], Mapping[str, str]]:
     async with http.request(method, url, **kwargs) as response:
         text = await response.text()
@@ -150,15 +151,23 @@ async def test_consultation_round_trip(
 async def test_lower_camel_case_input_is_accepted_too(
     edge: Edge, http: aiohttp.ClientSession
 ) -> None:
+    """Every key in lowerCamelCase (the json_name the transcoder accepts besides the proto
+    name), nested ones included: the strict-JSON check knows both spellings."""
+    intake = intake_json(camel_case=True)
+    assert "redFlags" in intake and "suprapubicPain" in intake["symptoms"]
+    intake["history"]["recentAntibiotics"] = {"entries": [{"drug": "cefalexin", "daysAgo": 200}]}
     status, body, _ = await _call(
         http,
         "POST",
         edge.url + CREATE,
-        json={"intake": intake_json(), "requestId": "camel-1"},
+        json={"intake": intake, "requestId": "camel-1", "maxRounds": 2},
         headers=edge.bearer("pharmacist"),
     )
     assert status == 200, body
     assert body["consultation"]["request_id"] == "camel-1"
+    # nested camelCase keys were applied, not dropped
+    echoed = body["consultation"]["intake"]["history"]["recent_antibiotics"]
+    assert echoed == {"entries": [{"drug": "cefalexin", "days_ago": 200}]}
 
 
 async def test_stream_delivers_progress_before_the_result(
@@ -215,7 +224,15 @@ async def test_malformed_json_is_400_with_a_json_body(
         headers={**edge.bearer("clinician"), "content-type": "application/json"},
     )
     assert status == 400
-    assert body["code"] == 3 and body["message"]
+    assert body["code"] == 3
+    # The edge's strict-JSON check answers before the transcoder, naming the position.
+    assert body["message"] == (
+        "malformed JSON at line 1, column 22 (byte 21): unexpected end of input"
+    )
+    info = body["details"][0]
+    assert info["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"
+    assert info["reason"] == "MALFORMED_JSON" and info["domain"] == "edge.utimesh.dev"
+    assert info["metadata"] == {"line": "1", "column": "22", "offset": "21"}
 
 
 @pytest.mark.parametrize(
@@ -264,27 +281,106 @@ async def test_invalid_value_is_400_with_field_violations(
     assert any(d["@type"].endswith("google.rpc.ErrorInfo") and d["reason"] for d in body["details"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "Envoy's grpc_json_transcoder drops unknown JSON fields before encoding the gRPC "
-        "message (no option to reject them; envoyproxy/envoy#46623), so the consult service "
-        "never sees them: not even as unknown proto fields. Rejecting them needs a strict JSON "
-        "check before the transcoder (see the gateway report)."
-    ),
+def _with_unknown(where: str) -> dict[str, Any]:
+    request: dict[str, Any] = {"intake": intake_json()}
+    if where == "top-level":
+        request["max_roundz"] = 2
+    elif where == "nested":
+        request["intake"]["symptoms"]["dysurya"] = True
+    elif where == "camel-case-path":
+        request["intake"]["redFlags"] = {"fever": False, "feverish": True}
+        del request["intake"]["red_flags"]
+    elif where == "array-element":
+        request["intake"]["history"]["recent_antibiotics"] = {
+            "entries": [{"drug": "cefalexin", "foo": 1}]
+        }
+    return request
+
+
+@pytest.mark.parametrize(
+    ("where", "field", "message_type"),
+    [
+        ("top-level", "max_roundz", "utimesh.consult.v1.CreateConsultationRequest"),
+        ("nested", "intake.symptoms.dysurya", "utimesh.clinical.v1.Symptoms"),
+        ("camel-case-path", "intake.redFlags.feverish", "utimesh.clinical.v1.RedFlags"),
+        (
+            "array-element",
+            "intake.history.recent_antibiotics.entries[0].foo",
+            "utimesh.clinical.v1.RecentAntibiotic",
+        ),
+    ],
 )
 async def test_unknown_field_is_400_naming_the_field(
-    edge: Edge, http: aiohttp.ClientSession
+    edge: Edge, http: aiohttp.ClientSession, where: str, field: str, message_type: str
 ) -> None:
+    """The transcoder would drop an unknown key silently (envoyproxy/envoy#46623): the edge's
+    strict-JSON check refuses it first, naming its path."""
+    status, body, headers = await _call(
+        http, "POST", edge.url + CREATE, json=_with_unknown(where), headers=edge.bearer("clinician")
+    )
+    assert status == 400, body
+    assert headers["content-type"] == "application/json"
+    assert body["code"] == 3
+    assert body["message"] == (
+        f'unknown field "{field}" in the request body ({message_type} has no such field)'
+    )
+    info, bad_request = body["details"]
+    assert info["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"
+    assert (info["reason"], info["domain"]) == ("UNKNOWN_FIELD", "edge.utimesh.dev")
+    assert info["metadata"] == {"field": field}
+    assert bad_request["@type"] == "type.googleapis.com/google.rpc.BadRequest"
+    assert [v["field"] for v in bad_request["field_violations"]] == [field]
+    assert bad_request["field_violations"][0]["reason"] == "UNKNOWN_FIELD"
+
+
+async def test_unknown_field_is_refused_on_every_body_route(
+    edge: Edge, http: aiohttp.ClientSession, created: dict[str, Any]
+) -> None:
+    for path, request in [
+        (STREAM, {"intake": intake_json(), "bogus": 1}),
+        (f"/v1/{created['name']}:ask", {"question": "Why?", "bogus": 1}),
+    ]:
+        status, body, _ = await _call(
+            http, "POST", edge.url + path, json=request, headers=edge.bearer("clinician")
+        )
+        assert status == 400, (path, body)
+        assert body["details"][0]["metadata"] == {"field": "bogus"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/consultations/",
+        "//v1/consultations",
+        "/v1/./consultations",
+        "/v1/consultation%73",
+        "/v1/consultations/:stream",
+        "/v1/consultations/{id}/:ask",
+        "/v1/consultations/{id}:ask:ask",
+        "/v1/consultations/:x:ask",
+        "/v1/consultations/{id}:%61sk",
+        "/v1/consultations/%7Bid%7D:ask",
+        "/v1/consultations/{id}%3Aask",
+        "/v1/consultations:stream/",
+        "/v1/consultations:foo",
+    ],
+)
+async def test_no_spelling_of_a_path_gets_an_unknown_field_past_the_edge(
+    edge: Edge, http: aiohttp.ClientSession, created: dict[str, Any], path: str
+) -> None:
+    """Whatever path the transcoder maps to an RPC, the strict-JSON check has checked: a body
+    with an unknown field never reaches the service."""
+    url = edge.url + path.replace("{id}", created["name"].removeprefix("consultations/"))
+    request = {"intake": intake_json(), "question": "Why?", "zzz_unknown": 1}
     status, body, _ = await _call(
         http,
         "POST",
-        edge.url + CREATE,
-        json={"intake": intake_json(), "max_roundz": 2},
+        URL(url, encoded=True),
+        json=request,
         headers=edge.bearer("clinician"),
     )
-    assert status == 400, body
-    assert "max_roundz" in body["message"] or "max_roundz" in json.dumps(body["details"])
+    assert status != 200, body
+    assert "consult.utimesh.dev" not in json.dumps(body), body
 
 
 async def test_unknown_query_parameter_is_400(edge: Edge, http: aiohttp.ClientSession) -> None:

@@ -15,8 +15,11 @@ METHOD_ROLES: Final = MappingProxyType(
         "StreamConsultation": ("clinician", "pharmacist"),
         "GetConsultation": ("clinician", "pharmacist", "prescriber", "auditor"),
         "AskConsultation": ("clinician", "pharmacist", "prescriber"),
-        # Not in the contract yet: allowed ahead so that adding the RPC needs no edge change.
         "SignOffConsultation": ("prescriber",),
+        "RecordFollowUp": ("clinician", "pharmacist"),
+        "SubmitReview": ("clinician", "pharmacist", "prescriber"),
+        "GetPatientTimeline": ("clinician", "pharmacist", "prescriber"),
+        "ListAuditEvents": ("auditor",),
     }
 )
 """gRPC method of the consult service -> roles allowed (any one suffices)."""

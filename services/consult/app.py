@@ -3,11 +3,12 @@ keep the result. Each later step can fail on its own; the result then says what 
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from services.consult.domain.deliberation import (
     ConsultationResult,
@@ -18,15 +19,37 @@ from services.consult.domain.deliberation import (
     deliberate,
     notice_for,
 )
+from services.consult.domain.memory import (
+    MemoryNote,
+    PatientMemory,
+    PatientStore,
+    merge,
+    update_after,
+)
 from services.consult.domain.ports import ConsultationStore, EvidencePort, ReportPort
 from services.consult.mapping import result_to_proto
-from utimesh.codec.clinical import intake_to_proto
+from utimesh.codec.clinical import decision_from_proto, intake_to_proto, regimen_from_proto
 from utimesh.consult.v1 import consult_pb2 as cpb
 from utimesh.kit.errors import FieldViolation, NotFound
 from utimesh.report.v1 import report_pb2 as rpb
 from utimesh.rules.model import Intake
 
 Emit = Callable[[Progress], Awaitable[None]]
+log = logging.getLogger(__name__)
+_NOTE_KINDS = {
+    "added_from_record": cpb.MEMORY_NOTE_KIND_ADDED_FROM_RECORD,
+    "contradiction": cpb.MEMORY_NOTE_KIND_CONTRADICTION,
+    "episode_from_record": cpb.MEMORY_NOTE_KIND_EPISODE_FROM_RECORD,
+}
+
+
+def note_to_proto(note: MemoryNote) -> cpb.MemoryNote:
+    return cpb.MemoryNote(
+        kind=_NOTE_KINDS[note.kind.value],
+        field=note.field,
+        text=note.text,
+        source_consultation=note.source_consultation,
+    )
 
 
 async def _ignore(_: Progress) -> None:
@@ -48,7 +71,9 @@ class ConsultationApp:
         report: ReportPort,
         store: ConsultationStore,
         limits: Limits = Limits(),
+        patients: PatientStore | None = None,
     ) -> None:
+        self.patients = patients
         self.ports = ports
         self.evidence = evidence
         self.report = report
@@ -64,7 +89,10 @@ class ConsultationApp:
         request_id: str,
         budget_s: float,
         emit: Emit | None = None,
+        patient_id: str = "",
     ) -> cpb.Consultation:
+        """`patient_id` (the caller's identifier, PHI) only selects the patient's memory: it
+        never reaches the agents, the logs, the report or the Consultation."""
         emit = emit or _ignore
         # AIP-155: a retried request with the same request_id gets the consultation it created.
         if request_id and (earlier := await self.store.get_by_request_id(request_id)) is not None:
@@ -80,6 +108,19 @@ class ConsultationApp:
             return earlier
         started = time.monotonic()
         deadline = started + budget_s
+        reported = intake
+        patient, notes = "", list[MemoryNote]()
+        if patient_id:
+            if self.patients is None:
+                from utimesh.kit.errors import FailedPrecondition
+
+                raise FailedPrecondition(
+                    "this service keeps no patient memory", reason="NO_PATIENT_MEMORY"
+                )
+            patient = await self.patients.resolve(patient_id)
+            memory = await self.patients.load(patient)
+            if memory is not None:
+                intake, notes = merge(intake, memory, date.today())
 
         def remaining() -> float:
             return max(0.001, min(deadline - time.monotonic(), self.limits.agent_timeout_s))
@@ -103,6 +144,9 @@ class ConsultationApp:
             create_time=datetime.now(UTC).isoformat(timespec="milliseconds"),
         )
         c.intake.CopyFrom(intake_to_proto(intake))
+        if patient:
+            c.patient = patient
+            c.memory_notes.extend(note_to_proto(n) for n in notes)
         missing = list(result.missing_reviews)
 
         def lose(actor: str, reason: str) -> None:
@@ -165,7 +209,30 @@ class ConsultationApp:
                 Progress("report", 0, "done", f"{len(rendered.markdown)} characters", elapsed())
             )
         await self.store.put(c)
+        if patient and self.patients is not None:
+            update = update_after(
+                reported,
+                decision_from_proto(c.decision) if c.decision else None,
+                regimen_from_proto(c.regimen) if c.HasField("regimen") else None,
+                c.name,
+                date.today(),
+            )
+            try:
+                await self.patients.record(patient, update)
+            except Exception:  # the consultation is kept; the memory update is lost, loudly
+                log.exception("patient memory not updated after %s", c.name)
         return c
+
+    async def timeline(self, name: str) -> PatientMemory:
+        """The memory of patient `name` ("patients/{id}"); the read is audited (Postgres)."""
+        memory = await self.patients.load(name, audit_read=True) if self.patients else None
+        if memory is None:
+            raise NotFound(
+                f"no patient named {name!r}",
+                reason="PATIENT_NOT_FOUND",
+                violations=[FieldViolation("name", "no such patient", "NOT_FOUND")],
+            )
+        return memory
 
     @staticmethod
     def _refresh(c: cpb.Consultation, result: ConsultationResult, missing: list[str]) -> None:

@@ -18,13 +18,17 @@ from services.consult.adapters.grpc_ports import (
     GrpcReport,
     GrpcTriage,
 )
+from services.consult.adapters.memory_patients import MemoryPatientStore
 from services.consult.adapters.memory_store import MemoryConsultationStore
+from services.consult.adapters.pg_memory import PostgresPatientStore
 from services.consult.adapters.pg_store import PostgresConsultationStore
 from services.consult.app import ConsultationApp, Limits
 from services.consult.domain.deliberation import Ports
+from services.consult.domain.memory import PatientStore
 from services.consult.domain.ports import ConsultationStore, EvidencePort, ReportPort
 from services.consult.servicer import DOMAIN, SERVICE_NAME, ConsultationServicer
 from utimesh.consult.v1 import consult_pb2_grpc
+from utimesh.db.crypto import keyring_from_env
 from utimesh.db.migrations import migrate
 from utimesh.db.pool import create_pool, redact_dsn
 from utimesh.kit.channels import service_channel
@@ -61,13 +65,24 @@ def build_spec(
     report: ReportPort,
     store: ConsultationStore,
     settings: ConsultSettings,
+    patients: PatientStore | None = None,
 ) -> ServiceSpec:
+    """`patients` defaults to an in-memory patient store (no database)."""
     limits = Limits(
         default_rounds=settings.max_rounds,
         budget_s=settings.consultation_budget_seconds,
         agent_timeout_s=settings.agent_timeout_seconds,
     )
-    servicer = ConsultationServicer(ConsultationApp(ports, evidence, report, store, limits))
+    servicer = ConsultationServicer(
+        ConsultationApp(
+            ports,
+            evidence,
+            report,
+            store,
+            limits,
+            patients=patients if patients is not None else MemoryPatientStore(),
+        )
+    )
 
     def register(server: grpc.aio.Server) -> None:
         consult_pb2_grpc.add_ConsultationServiceServicer_to_server(servicer, server)
@@ -81,9 +96,18 @@ async def build_store(
     settings: ConsultSettings, resources: AsyncExitStack, actor: str
 ) -> ConsultationStore:
     """Postgres (schema migrated at start) when UTIMESH_DATABASE_URL is set, else memory."""
+    return (await build_stores(settings, resources, actor))[0]
+
+
+async def build_stores(
+    settings: ConsultSettings, resources: AsyncExitStack, actor: str
+) -> tuple[ConsultationStore, PatientStore]:
+    """The consultation and patient stores: on Postgres (schema migrated at start, patient
+    identifiers sealed with the key ring of UTIMESH_PHI_KEYS or the dev key file) when
+    UTIMESH_DATABASE_URL is set, else in memory."""
     if not settings.database_url:
         log.warning("UTIMESH_DATABASE_URL is not set: consultations are kept in memory only")
-        return MemoryConsultationStore()
+        return MemoryConsultationStore(), MemoryPatientStore()
     pool = await create_pool(
         settings.database_url, application_name="utimesh-consult", max_size=settings.db_pool_max
     )
@@ -94,7 +118,10 @@ async def build_store(
         redact_dsn(settings.database_url),
         result.version,
     )
-    return PostgresConsultationStore(pool, actor=actor)
+    return (
+        PostgresConsultationStore(pool, actor=actor),
+        PostgresPatientStore(pool, keyring_from_env(), actor=actor),
+    )
 
 
 async def _main(settings: ConsultSettings, on_started: Callable[[int], None] | None) -> None:
@@ -116,9 +143,9 @@ async def _main(settings: ConsultSettings, on_started: Callable[[int], None] | N
     async with AsyncExitStack() as resources:  # closes the pool after the server has drained
         for channel in channels:
             resources.push_async_callback(channel.close)
-        store = await build_store(settings, resources, caller)
+        store, patients = await build_stores(settings, resources, caller)
         spec = build_spec(
-            ports, GrpcEvidence(channels[3]), GrpcReport(channels[4]), store, settings
+            ports, GrpcEvidence(channels[3]), GrpcReport(channels[4]), store, settings, patients
         )
         await serve(spec, settings, on_started)
 

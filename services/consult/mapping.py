@@ -73,4 +73,5 @@ def result_to_proto(
         ),
         notice=r.notice,
         create_time=create_time,
+        status=cpb.CONSULTATION_STATUS_DRAFT,
     )

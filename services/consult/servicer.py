@@ -10,6 +10,8 @@ import grpc
 from services.consult.app import ConsultationApp, Emit
 from services.consult.domain.deliberation import Progress
 from services.consult.mapping import progress_to_proto
+from services.consult.memory_rpcs import MemoryRpcs
+from services.consult.record_rpcs import RecordRpcs
 from utimesh.codec.clinical import intake_from_proto
 from utimesh.consult.v1 import consult_pb2 as cpb
 from utimesh.consult.v1 import consult_pb2_grpc
@@ -22,7 +24,7 @@ MAX_ROUNDS_LIMIT = 5
 MAX_QUESTION_CHARS = 1000
 
 
-class ConsultationServicer(consult_pb2_grpc.ConsultationServiceServicer):
+class ConsultationServicer(MemoryRpcs, RecordRpcs, consult_pb2_grpc.ConsultationServiceServicer):
     def __init__(self, app: ConsultationApp) -> None:
         self.app = app
 
@@ -66,6 +68,7 @@ class ConsultationServicer(consult_pb2_grpc.ConsultationServiceServicer):
             request_id=request.request_id,
             budget_s=budget,
             emit=emit,
+            patient_id=request.patient_id,
         )
 
     async def CreateConsultation(

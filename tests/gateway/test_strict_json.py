@@ -67,6 +67,9 @@ def test_consult_bodies(consult_schema: Schema) -> None:
         ("POST", "/v1/consultations"): f"{CONSULT}.CreateConsultationRequest",
         ("POST", "/v1/consultations:stream"): f"{CONSULT}.StreamConsultationRequest",
         ("POST", "/v1/{name=consultations/*}:ask"): f"{CONSULT}.AskConsultationRequest",
+        ("POST", "/v1/{name=consultations/*}:signOff"): f"{CONSULT}.SignOffConsultationRequest",
+        ("POST", "/v1/{name=consultations/*}:followUp"): f"{CONSULT}.RecordFollowUpRequest",
+        ("POST", "/v1/{name=consultations/*}:review"): f"{CONSULT}.SubmitReviewRequest",
     }
     create = consult_schema.messages[f"{CONSULT}.CreateConsultationRequest"].keys
     assert create == {
@@ -76,6 +79,8 @@ def test_consult_bodies(consult_schema: Schema) -> None:
         "requestId": None,
         "max_rounds": None,
         "maxRounds": None,
+        "patient_id": None,
+        "patientId": None,
     }
     # The path-bound `name` is a known key too (the transcoder rejects a body/path collision).
     assert set(consult_schema.messages[f"{CONSULT}.AskConsultationRequest"].keys) == {

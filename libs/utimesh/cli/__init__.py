@@ -1,19 +1,22 @@
-"""The `utimesh` command line: triage patients, run services, run the demo."""
+"""The `utimesh` command line: triage patients, run services and the stack, consult, ask."""
 
 from __future__ import annotations
 
 import click
 
-from utimesh.cli import token as token_module
-from utimesh.cli.audit import audit
-from utimesh.cli.config import config
-from utimesh.cli.consult import consult
-from utimesh.cli.demo import demo
-from utimesh.cli.mcp_cmd import mcp
-from utimesh.cli.rest import ask, report
-from utimesh.cli.serve import serve
-from utimesh.cli.stack import down, status, up
-from utimesh.cli.triage import ruleset, triage
+# Modules, not their commands, are imported here: a command named like its module (e.g. the
+# `consult` command in utimesh.cli.consult) would otherwise hide the module behind it.
+from utimesh.cli import audit as _audit
+from utimesh.cli import config as _config
+from utimesh.cli import consult as _consult
+from utimesh.cli import demo as _demo
+from utimesh.cli import mcp_cmd as _mcp
+from utimesh.cli import rest as _rest
+from utimesh.cli import serve as _serve
+from utimesh.cli import stack as _stack
+from utimesh.cli import timeline as _timeline
+from utimesh.cli import token as _token
+from utimesh.cli import triage as _triage
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,14 +25,23 @@ def cli() -> None:
     """utimesh: pharmacist UTI care. Every result is a draft for prescriber sign-off."""
 
 
-cli.add_command(triage)
-cli.add_command(ruleset)
-cli.add_command(serve)
-cli.add_command(demo)
-cli.add_command(consult)
-cli.add_command(config)
-cli.add_command(audit)
-for _command in (up, status, down, token_module.token, report, ask, mcp):
+for _command in (
+    _triage.triage,
+    _triage.ruleset,
+    _serve.serve,
+    _demo.demo,
+    _consult.consult,
+    _config.config,
+    _audit.audit,
+    _stack.up,
+    _stack.status,
+    _stack.down,
+    _token.token,
+    _rest.report,
+    _rest.ask,
+    _mcp.mcp,
+    _timeline.timeline,
+):
     cli.add_command(_command)
 
 

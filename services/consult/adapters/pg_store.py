@@ -10,11 +10,12 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import TypeVar
 
 import asyncpg
 
+from services.consult.domain.ports import SIGNABLE, AlreadySigned, FollowUpRecord, ReviewRecord
 from utimesh.clinical.v1 import clinical_pb2
 from utimesh.consult.v1 import consult_pb2 as cpb
 from utimesh.db import audit
@@ -28,8 +29,8 @@ _V = TypeVar("_V")
 _UPSERT = """
 INSERT INTO consultations (
     id, name, request_id, created_at, profile, decision, outcome, needs_prescriber_review,
-    record, report_markdown, ruleset_hash, corpus_version
-) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+    record, report_markdown, ruleset_hash, corpus_version, status
+) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT (name) DO UPDATE SET
     request_id = EXCLUDED.request_id,
     profile = EXCLUDED.profile,
@@ -39,9 +40,12 @@ ON CONFLICT (name) DO UPDATE SET
     record = EXCLUDED.record,
     report_markdown = EXCLUDED.report_markdown,
     ruleset_hash = EXCLUDED.ruleset_hash,
-    corpus_version = EXCLUDED.corpus_version
+    corpus_version = EXCLUDED.corpus_version,
+    status = EXCLUDED.status
 RETURNING id, (xmax = 0) AS inserted
 """
+
+_AUDIT_COLUMNS = "seq, at, actor, action, resource, request_id, prev_hash, hash"
 
 
 def consultation_id(name: str) -> uuid.UUID:
@@ -67,6 +71,24 @@ def _created_at(create_time: str) -> datetime:
     return datetime.now(UTC)
 
 
+def status_text(status: cpb.ConsultationStatus.ValueType) -> str:
+    """The `status` column's value: "draft", "approved", "amended" or "rejected"."""
+    if status == cpb.CONSULTATION_STATUS_UNSPECIFIED:
+        return "draft"  # stored before statuses existed: a draft
+    return (
+        _enum_name(cpb.ConsultationStatus.Name, status).removeprefix("CONSULTATION_STATUS_").lower()
+    )
+
+
+def child_id(name: str) -> uuid.UUID:
+    """The row id of a sub-resource ("consultations/{id}/reviews/{uuid}"): its last segment
+    when a UUID, else a UUID derived from the whole name."""
+    try:
+        return uuid.UUID(name.rsplit("/", 1)[-1])
+    except ValueError:
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"utimesh:{name}")
+
+
 def _enum_name(name_of: Callable[[_V], str], value: _V) -> str:
     """The enum value's name (e.g. "OUTCOME_AGREED"); the number for one newer than our protos."""
     try:
@@ -80,7 +102,7 @@ class RequestIdInUse(FailedPrecondition):
 
 
 class PostgresConsultationStore:
-    """ConsultationStore on PostgreSQL (tables of migration 0001). `actor` is recorded in the
+    """ConsultationStore on PostgreSQL (tables of migrations 0001 and 0003). `actor` is recorded in the
     audit events it appends."""
 
     def __init__(self, pool: Pool, *, actor: str = "consult") -> None:
@@ -111,6 +133,7 @@ class PostgresConsultationStore:
                     c.report_markdown,
                     c.triage.ruleset_hash,
                     c.corpus_version,
+                    status_text(c.status),
                 )
             except asyncpg.UniqueViolationError as exc:
                 if exc.constraint_name != _REQUEST_ID_INDEX:
@@ -163,3 +186,156 @@ class PostgresConsultationStore:
             payload={"consultation_id": str(row["id"])},
         )
         return found
+
+    async def sign_off(
+        self,
+        name: str,
+        status: cpb.ConsultationStatus.ValueType,
+        sign_off: cpb.SignOff,
+        *,
+        actor: str,
+        request_id: str = "",
+    ) -> cpb.Consultation | None:
+        """Sign off a draft (row locked, so two prescribers cannot both sign) and audit
+        `consultation.sign_off` in the same transaction. None when unknown; AlreadySigned when
+        it is not a draft any more. The audit payload holds ids and enum names only (never
+        the reason)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT id, record FROM consultations WHERE name = $1 FOR UPDATE", name
+            )
+            if row is None:
+                return None
+            c = cpb.Consultation.FromString(row["record"])
+            if c.status not in SIGNABLE:
+                raise AlreadySigned(name)
+            c.status = status
+            c.sign_off.CopyFrom(sign_off)
+            record = c.SerializeToString(deterministic=True)
+            await conn.execute(
+                "UPDATE consultations SET record = $2, status = $3, signed_by = $4, signed_at = $5"
+                " WHERE id = $1",
+                row["id"],
+                record,
+                status_text(status),
+                sign_off.by,
+                _created_at(sign_off.at),
+            )
+            payload: dict[str, audit.JsonValue] = {
+                "consultation_id": str(row["id"]),
+                "action": _enum_name(cpb.SignOffAction.Name, sign_off.action),
+                "status": _enum_name(cpb.ConsultationStatus.Name, status),
+                "record_sha256": hashlib.sha256(record).hexdigest(),
+            }
+            if sign_off.HasField("regimen"):
+                payload["agent"] = _enum_name(clinical_pb2.Agent.Name, sign_off.regimen.agent)
+            await audit.append(
+                conn,
+                actor=actor,
+                action="consultation.sign_off",
+                resource=name,
+                request_id=request_id,
+                payload=payload,
+            )
+            return c
+
+    async def save_follow_up(self, record: FollowUpRecord) -> None:
+        """Insert a follow-up visit and audit `consultation.follow_up` in one transaction."""
+        r = record
+        row_id = child_id(r.name)
+        consultation = consultation_id(r.consultation)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO consultation_follow_ups (id, name, consultation_id, visit_date,"
+                " answers, decision, rule_ids, outcome, recorded_by)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                row_id,
+                r.name,
+                consultation,
+                date.fromisoformat(r.visit_date),
+                r.answers.SerializeToString(deterministic=True),
+                _enum_name(clinical_pb2.Decision.Name, r.decision),
+                list(r.rule_ids),
+                _enum_name(cpb.EpisodeOutcome.Name, r.outcome),
+                r.recorded_by,
+            )
+            await audit.append(
+                conn,
+                actor=r.recorded_by,
+                action="consultation.follow_up",
+                resource=r.consultation,
+                request_id=r.request_id,
+                payload={
+                    "consultation_id": str(consultation),
+                    "follow_up_id": str(row_id),
+                    "decision": _enum_name(clinical_pb2.Decision.Name, r.decision),
+                    "outcome": _enum_name(cpb.EpisodeOutcome.Name, r.outcome),
+                    "rule_ids": list(r.rule_ids),
+                },
+            )
+
+    async def save_review(self, record: ReviewRecord) -> None:
+        """Insert a review and audit `consultation.review` in one transaction (the comment is
+        stored but never audited)."""
+        r = record
+        row_id = child_id(r.name)
+        consultation = consultation_id(r.consultation)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO consultation_reviews (id, name, consultation_id, reviewer,"
+                " reviewer_role, agrees_with_decision, agrees_with_plan, error_categories,"
+                " comment) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                row_id,
+                r.name,
+                consultation,
+                r.reviewer,
+                r.reviewer_role,
+                r.agrees_with_decision,
+                r.agrees_with_plan,
+                list(r.error_categories),
+                r.comment,
+            )
+            await audit.append(
+                conn,
+                actor=r.reviewer,
+                action="consultation.review",
+                resource=r.consultation,
+                request_id=r.request_id,
+                payload={
+                    "consultation_id": str(consultation),
+                    "review_id": str(row_id),
+                    "reviewer_role": r.reviewer_role,
+                    "agrees_with_decision": r.agrees_with_decision,
+                    "agrees_with_plan": r.agrees_with_plan,
+                    "error_category_count": len(r.error_categories),
+                },
+            )
+
+    async def list_audit_events(
+        self, *, limit: int, before_seq: int | None = None, resource: str | None = None
+    ) -> list[cpb.AuditEvent]:
+        """Up to `limit` audit events, newest first (seq < before_seq; about `resource`)."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_AUDIT_COLUMNS} FROM audit_events"
+                " WHERE ($1::bigint IS NULL OR seq < $1) AND ($2::text IS NULL OR resource = $2)"
+                " ORDER BY seq DESC LIMIT $3",
+                before_seq,
+                resource,
+                limit,
+            )
+        return [
+            cpb.AuditEvent(
+                seq=row["seq"],
+                at=row["at"].astimezone(UTC).isoformat(timespec="microseconds"),
+                actor=row["actor"],
+                action=row["action"],
+                resource=row["resource"],
+                request_id=row["request_id"],
+                hash=row["hash"],
+                prev_hash=row["prev_hash"],
+            )
+            for row in rows
+        ]

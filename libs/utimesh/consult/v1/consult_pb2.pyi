@@ -26,6 +26,28 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _EpisodeOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EpisodeOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EpisodeOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EPISODE_OUTCOME_UNSPECIFIED: _EpisodeOutcome.ValueType  # 0
+    EPISODE_OUTCOME_ONGOING: _EpisodeOutcome.ValueType  # 1
+    EPISODE_OUTCOME_IMPROVING: _EpisodeOutcome.ValueType  # 2
+    EPISODE_OUTCOME_FAILED: _EpisodeOutcome.ValueType  # 3
+    EPISODE_OUTCOME_ADVERSE_EFFECT: _EpisodeOutcome.ValueType  # 4
+
+class EpisodeOutcome(_EpisodeOutcome, metaclass=_EpisodeOutcomeEnumTypeWrapper):
+    """How an episode ended, as far as the follow-up tells."""
+
+EPISODE_OUTCOME_UNSPECIFIED: EpisodeOutcome.ValueType  # 0
+EPISODE_OUTCOME_ONGOING: EpisodeOutcome.ValueType  # 1
+EPISODE_OUTCOME_IMPROVING: EpisodeOutcome.ValueType  # 2
+EPISODE_OUTCOME_FAILED: EpisodeOutcome.ValueType  # 3
+EPISODE_OUTCOME_ADVERSE_EFFECT: EpisodeOutcome.ValueType  # 4
+Global___EpisodeOutcome: _TypeAlias = EpisodeOutcome  # noqa: Y015
+
 class _Outcome:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -81,6 +103,485 @@ ESCALATION_REASON_NO_AGREEMENT: EscalationReason.ValueType  # 2
 ESCALATION_REASON_AGENT_CONTRADICTED_TRIAGE: EscalationReason.ValueType  # 3
 """The doctor proposed a prescription although triage decided refer or no antibiotics."""
 Global___EscalationReason: _TypeAlias = EscalationReason  # noqa: Y015
+
+class _MemoryNoteKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MemoryNoteKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MemoryNoteKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MEMORY_NOTE_KIND_UNSPECIFIED: _MemoryNoteKind.ValueType  # 0
+    MEMORY_NOTE_KIND_ADDED_FROM_RECORD: _MemoryNoteKind.ValueType  # 1
+    """Added from the record: not reported today (e.g. an allergy on record)."""
+    MEMORY_NOTE_KIND_CONTRADICTION: _MemoryNoteKind.ValueType  # 2
+    """Today's answer contradicts the record; kept as answered today, for the clinician to resolve."""
+    MEMORY_NOTE_KIND_EPISODE_FROM_RECORD: _MemoryNoteKind.ValueType  # 3
+    """A previous episode taken from the record (feeds relapse and recurrence rules)."""
+
+class MemoryNoteKind(_MemoryNoteKind, metaclass=_MemoryNoteKindEnumTypeWrapper):
+    """What the patient's memory did to an intake."""
+
+MEMORY_NOTE_KIND_UNSPECIFIED: MemoryNoteKind.ValueType  # 0
+MEMORY_NOTE_KIND_ADDED_FROM_RECORD: MemoryNoteKind.ValueType  # 1
+"""Added from the record: not reported today (e.g. an allergy on record)."""
+MEMORY_NOTE_KIND_CONTRADICTION: MemoryNoteKind.ValueType  # 2
+"""Today's answer contradicts the record; kept as answered today, for the clinician to resolve."""
+MEMORY_NOTE_KIND_EPISODE_FROM_RECORD: MemoryNoteKind.ValueType  # 3
+"""A previous episode taken from the record (feeds relapse and recurrence rules)."""
+Global___MemoryNoteKind: _TypeAlias = MemoryNoteKind  # noqa: Y015
+
+class _ConsultationStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ConsultationStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ConsultationStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CONSULTATION_STATUS_UNSPECIFIED: _ConsultationStatus.ValueType  # 0
+    CONSULTATION_STATUS_DRAFT: _ConsultationStatus.ValueType  # 1
+    """Not yet signed: nothing may be dispensed."""
+    CONSULTATION_STATUS_APPROVED: _ConsultationStatus.ValueType  # 2
+    CONSULTATION_STATUS_AMENDED: _ConsultationStatus.ValueType  # 3
+    """Approved with another eligible regimen."""
+    CONSULTATION_STATUS_REJECTED: _ConsultationStatus.ValueType  # 4
+
+class ConsultationStatus(_ConsultationStatus, metaclass=_ConsultationStatusEnumTypeWrapper):
+    """Where a consultation stands."""
+
+CONSULTATION_STATUS_UNSPECIFIED: ConsultationStatus.ValueType  # 0
+CONSULTATION_STATUS_DRAFT: ConsultationStatus.ValueType  # 1
+"""Not yet signed: nothing may be dispensed."""
+CONSULTATION_STATUS_APPROVED: ConsultationStatus.ValueType  # 2
+CONSULTATION_STATUS_AMENDED: ConsultationStatus.ValueType  # 3
+"""Approved with another eligible regimen."""
+CONSULTATION_STATUS_REJECTED: ConsultationStatus.ValueType  # 4
+Global___ConsultationStatus: _TypeAlias = ConsultationStatus  # noqa: Y015
+
+class _SignOffAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SignOffActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SignOffAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SIGN_OFF_ACTION_UNSPECIFIED: _SignOffAction.ValueType  # 0
+    SIGN_OFF_ACTION_APPROVE: _SignOffAction.ValueType  # 1
+    SIGN_OFF_ACTION_AMEND: _SignOffAction.ValueType  # 2
+    """Choose another of triage's eligible regimens (validated by triage)."""
+    SIGN_OFF_ACTION_REJECT: _SignOffAction.ValueType  # 3
+
+class SignOffAction(_SignOffAction, metaclass=_SignOffActionEnumTypeWrapper):
+    """A prescriber's sign-off decision."""
+
+SIGN_OFF_ACTION_UNSPECIFIED: SignOffAction.ValueType  # 0
+SIGN_OFF_ACTION_APPROVE: SignOffAction.ValueType  # 1
+SIGN_OFF_ACTION_AMEND: SignOffAction.ValueType  # 2
+"""Choose another of triage's eligible regimens (validated by triage)."""
+SIGN_OFF_ACTION_REJECT: SignOffAction.ValueType  # 3
+Global___SignOffAction: _TypeAlias = SignOffAction  # noqa: Y015
+
+@_typing.final
+class SignOffConsultationRequest(_message.Message):
+    """Request for SignOffConsultation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    REGIMEN_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"consultations/{id}"."""
+    action: Global___SignOffAction.ValueType
+    reason: _builtins.str
+    """Required for REJECT and AMEND."""
+    @_builtins.property
+    def regimen(self) -> _clinical_pb2.Regimen:
+        """Required for AMEND: one of triage's eligible regimens, exactly."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        action: Global___SignOffAction.ValueType = ...,
+        regimen: _clinical_pb2.Regimen | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["regimen", b"regimen"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "name", b"name", "reason", b"reason", "regimen", b"regimen"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignOffConsultationRequest: _TypeAlias = SignOffConsultationRequest  # noqa: Y015
+
+@_typing.final
+class SignOffConsultationResponse(_message.Message):
+    """Response of SignOffConsultation."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONSULTATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def consultation(self) -> Global___Consultation: ...
+    def __init__(
+        self,
+        *,
+        consultation: Global___Consultation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consultation", b"consultation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consultation", b"consultation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignOffConsultationResponse: _TypeAlias = SignOffConsultationResponse  # noqa: Y015
+
+@_typing.final
+class RecordFollowUpRequest(_message.Message):
+    """Request for RecordFollowUp."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ANSWERS_FIELD_NUMBER: _builtins.int
+    VISIT_DATE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"consultations/{id}" of the treatment being followed up."""
+    visit_date: _builtins.str
+    """ISO 8601 date of the follow-up visit."""
+    @_builtins.property
+    def answers(self) -> _clinical_pb2.FollowUpAnswers: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        answers: _clinical_pb2.FollowUpAnswers | None = ...,
+        visit_date: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers", "name", b"name", "visit_date", b"visit_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordFollowUpRequest: _TypeAlias = RecordFollowUpRequest  # noqa: Y015
+
+@_typing.final
+class RecordFollowUpResponse(_message.Message):
+    """Response of RecordFollowUp."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRIAGE_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    outcome: Global___EpisodeOutcome.ValueType
+    @_builtins.property
+    def triage(self) -> _triage_pb2.AssessPatientResponse:
+        """Triage of the follow-up visit (FU rules, red flags)."""
+
+    def __init__(
+        self,
+        *,
+        triage: _triage_pb2.AssessPatientResponse | None = ...,
+        outcome: Global___EpisodeOutcome.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["triage", b"triage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "triage", b"triage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordFollowUpResponse: _TypeAlias = RecordFollowUpResponse  # noqa: Y015
+
+@_typing.final
+class SubmitReviewRequest(_message.Message):
+    """Request for SubmitReview."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    AGREES_WITH_DECISION_FIELD_NUMBER: _builtins.int
+    AGREES_WITH_PLAN_FIELD_NUMBER: _builtins.int
+    ERROR_CATEGORIES_FIELD_NUMBER: _builtins.int
+    COMMENT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"consultations/{id}"."""
+    agrees_with_decision: _builtins.bool
+    agrees_with_plan: _builtins.bool
+    comment: _builtins.str
+    """Free text (not logged)."""
+    @_builtins.property
+    def error_categories(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """e.g. "wrong_decision", "wrong_regimen", "missed_interaction", "unsupported_claim"."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        agrees_with_decision: _builtins.bool = ...,
+        agrees_with_plan: _builtins.bool = ...,
+        error_categories: _abc.Iterable[_builtins.str] | None = ...,
+        comment: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agrees_with_decision", b"agrees_with_decision", "agrees_with_plan", b"agrees_with_plan", "comment", b"comment", "error_categories", b"error_categories", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitReviewRequest: _TypeAlias = SubmitReviewRequest  # noqa: Y015
+
+@_typing.final
+class SubmitReviewResponse(_message.Message):
+    """Response of SubmitReview."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"consultations/{id}/reviews/{review}"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitReviewResponse: _TypeAlias = SubmitReviewResponse  # noqa: Y015
+
+@_typing.final
+class GetPatientTimelineRequest(_message.Message):
+    """Request for GetPatientTimeline."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """"patients/{id}"."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPatientTimelineRequest: _TypeAlias = GetPatientTimelineRequest  # noqa: Y015
+
+@_typing.final
+class RecordedFact(_message.Message):
+    """One remembered fact with where it came from."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    RECORDED_ON_FIELD_NUMBER: _builtins.int
+    SOURCE_CONSULTATION_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    value: _builtins.str
+    recorded_on: _builtins.str
+    """ISO 8601 date of the visit that recorded it."""
+    source_consultation: _builtins.str
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        value: _builtins.str = ...,
+        recorded_on: _builtins.str = ...,
+        source_consultation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "recorded_on", b"recorded_on", "source_consultation", b"source_consultation", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordedFact: _TypeAlias = RecordedFact  # noqa: Y015
+
+@_typing.final
+class Episode(_message.Message):
+    """One UTI episode the system knows of."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ONSET_DATE_FIELD_NUMBER: _builtins.int
+    TREATMENT_END_DATE_FIELD_NUMBER: _builtins.int
+    REGIMEN_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    CONSULTATION_FIELD_NUMBER: _builtins.int
+    onset_date: _builtins.str
+    """ISO 8601 dates."""
+    treatment_end_date: _builtins.str
+    decision: _clinical_pb2.Decision.ValueType
+    outcome: Global___EpisodeOutcome.ValueType
+    consultation: _builtins.str
+    @_builtins.property
+    def regimen(self) -> _clinical_pb2.Regimen:
+        """Regimen prescribed (empty when none)."""
+
+    def __init__(
+        self,
+        *,
+        onset_date: _builtins.str = ...,
+        treatment_end_date: _builtins.str = ...,
+        regimen: _clinical_pb2.Regimen | None = ...,
+        decision: _clinical_pb2.Decision.ValueType = ...,
+        outcome: Global___EpisodeOutcome.ValueType = ...,
+        consultation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["regimen", b"regimen"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consultation", b"consultation", "decision", b"decision", "onset_date", b"onset_date", "outcome", b"outcome", "regimen", b"regimen", "treatment_end_date", b"treatment_end_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Episode: _TypeAlias = Episode  # noqa: Y015
+
+@_typing.final
+class GetPatientTimelineResponse(_message.Message):
+    """Response of GetPatientTimeline."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    EPISODES_FIELD_NUMBER: _builtins.int
+    ALLERGIES_FIELD_NUMBER: _builtins.int
+    MEDICATIONS_FIELD_NUMBER: _builtins.int
+    KIDNEY_FUNCTION_FIELD_NUMBER: _builtins.int
+    PREGNANCY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    @_builtins.property
+    def episodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___Episode]: ...
+    @_builtins.property
+    def allergies(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordedFact]: ...
+    @_builtins.property
+    def medications(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordedFact]: ...
+    @_builtins.property
+    def kidney_function(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordedFact]: ...
+    @_builtins.property
+    def pregnancy(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordedFact]: ...
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        episodes: _abc.Iterable[Global___Episode] | None = ...,
+        allergies: _abc.Iterable[Global___RecordedFact] | None = ...,
+        medications: _abc.Iterable[Global___RecordedFact] | None = ...,
+        kidney_function: _abc.Iterable[Global___RecordedFact] | None = ...,
+        pregnancy: _abc.Iterable[Global___RecordedFact] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allergies", b"allergies", "episodes", b"episodes", "kidney_function", b"kidney_function", "medications", b"medications", "name", b"name", "pregnancy", b"pregnancy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPatientTimelineResponse: _TypeAlias = GetPatientTimelineResponse  # noqa: Y015
+
+@_typing.final
+class ListAuditEventsRequest(_message.Message):
+    """Request for ListAuditEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """1..500; 0 = 50."""
+    page_token: _builtins.str
+    """From a previous response; empty = newest."""
+    resource: _builtins.str
+    """Only events about this resource, e.g. "consultations/{id}"."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        resource: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "resource", b"resource"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEventsRequest: _TypeAlias = ListAuditEventsRequest  # noqa: Y015
+
+@_typing.final
+class AuditEvent(_message.Message):
+    """One audit event (ids only, never patient data)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    PREV_HASH_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    at: _builtins.str
+    actor: _builtins.str
+    action: _builtins.str
+    resource: _builtins.str
+    request_id: _builtins.str
+    hash: _builtins.str
+    prev_hash: _builtins.str
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        at: _builtins.str = ...,
+        actor: _builtins.str = ...,
+        action: _builtins.str = ...,
+        resource: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        hash: _builtins.str = ...,
+        prev_hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "actor", b"actor", "at", b"at", "hash", b"hash", "prev_hash", b"prev_hash", "request_id", b"request_id", "resource", b"resource", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditEvent: _TypeAlias = AuditEvent  # noqa: Y015
+
+@_typing.final
+class ListAuditEventsResponse(_message.Message):
+    """Response of ListAuditEvents."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEvent]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___AuditEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEventsResponse: _TypeAlias = ListAuditEventsResponse  # noqa: Y015
 
 @_typing.final
 class GetConsultationRequest(_message.Message):
@@ -206,12 +707,19 @@ class CreateConsultationRequest(_message.Message):
     PROFILE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     MAX_ROUNDS_FIELD_NUMBER: _builtins.int
+    PATIENT_ID_FIELD_NUMBER: _builtins.int
     profile: _builtins.str
     """Jurisdiction profile; empty = the default (CA-ON)."""
     request_id: _builtins.str
     """Client-chosen id (UUID) that makes a retried request safe (AIP-155)."""
     max_rounds: _builtins.int
     """Deliberation rounds allowed, 1..5; 0 = the service default (3)."""
+    patient_id: _builtins.str
+    """The patient's identifier in the caller's system (PHI). Optional: when set, the patient's
+    memory (previous episodes, allergies, medications, kidney function, pregnancy) is merged into
+    the intake before triage and updated afterwards. Encrypted at rest; never sent to agents,
+    logs, metrics or cache keys.
+    """
     @_builtins.property
     def intake(self) -> _clinical_pb2.Intake:
         """The patient intake (PHI, no identifiers)."""
@@ -223,10 +731,11 @@ class CreateConsultationRequest(_message.Message):
         profile: _builtins.str = ...,
         request_id: _builtins.str = ...,
         max_rounds: _builtins.int = ...,
+        patient_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["intake", b"intake"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["intake", b"intake", "max_rounds", b"max_rounds", "profile", b"profile", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["intake", b"intake", "max_rounds", b"max_rounds", "patient_id", b"patient_id", "profile", b"profile", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -264,9 +773,11 @@ class StreamConsultationRequest(_message.Message):
     PROFILE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     MAX_ROUNDS_FIELD_NUMBER: _builtins.int
+    PATIENT_ID_FIELD_NUMBER: _builtins.int
     profile: _builtins.str
     request_id: _builtins.str
     max_rounds: _builtins.int
+    patient_id: _builtins.str
     @_builtins.property
     def intake(self) -> _clinical_pb2.Intake: ...
     def __init__(
@@ -276,10 +787,11 @@ class StreamConsultationRequest(_message.Message):
         profile: _builtins.str = ...,
         request_id: _builtins.str = ...,
         max_rounds: _builtins.int = ...,
+        patient_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["intake", b"intake"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["intake", b"intake", "max_rounds", b"max_rounds", "profile", b"profile", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["intake", b"intake", "max_rounds", b"max_rounds", "patient_id", b"patient_id", "profile", b"profile", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -477,6 +989,10 @@ class Consultation(_message.Message):
     REPORT_MARKDOWN_FIELD_NUMBER: _builtins.int
     REPORT_SHA256_FIELD_NUMBER: _builtins.int
     INTAKE_FIELD_NUMBER: _builtins.int
+    PATIENT_FIELD_NUMBER: _builtins.int
+    MEMORY_NOTES_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    SIGN_OFF_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Resource name "consultations/{id}"."""
     request_id: _builtins.str
@@ -498,6 +1014,9 @@ class Consultation(_message.Message):
     """The markdown report (empty when the report service was unavailable)."""
     report_sha256: _builtins.str
     """SHA-256 of report_markdown."""
+    patient: _builtins.str
+    """"patients/{id}" (an opaque id, not the caller's identifier) when a patient was given."""
+    status: Global___ConsultationStatus.ValueType
     @_builtins.property
     def regimen(self) -> _clinical_pb2.Regimen:
         """The final regimen: one of triage's eligible regimens (re-validated), or unset."""
@@ -526,7 +1045,15 @@ class Consultation(_message.Message):
 
     @_builtins.property
     def intake(self) -> _clinical_pb2.Intake:
-        """The intake as assessed (PHI, no identifiers)."""
+        """The intake as assessed, after the patient's memory was merged in (PHI, no identifiers)."""
+
+    @_builtins.property
+    def memory_notes(self) -> _containers.RepeatedCompositeFieldContainer[Global___MemoryNote]:
+        """What the patient's memory changed or flagged in today's intake."""
+
+    @_builtins.property
+    def sign_off(self) -> Global___SignOff:
+        """Set once a prescriber has signed off."""
 
     def __init__(
         self,
@@ -552,11 +1079,86 @@ class Consultation(_message.Message):
         report_markdown: _builtins.str = ...,
         report_sha256: _builtins.str = ...,
         intake: _clinical_pb2.Intake | None = ...,
+        patient: _builtins.str = ...,
+        memory_notes: _abc.Iterable[Global___MemoryNote] | None = ...,
+        status: Global___ConsultationStatus.ValueType = ...,
+        sign_off: Global___SignOff | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assessment", b"assessment", "intake", b"intake", "regimen", b"regimen", "review", b"review", "triage", b"triage", "usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assessment", b"assessment", "intake", b"intake", "regimen", b"regimen", "review", b"review", "sign_off", b"sign_off", "triage", b"triage", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment", b"assessment", "corpus_version", b"corpus_version", "create_time", b"create_time", "decision", b"decision", "escalation_reason", b"escalation_reason", "groundings", b"groundings", "intake", b"intake", "missing_reviews", b"missing_reviews", "name", b"name", "needs_prescriber_review", b"needs_prescriber_review", "notice", b"notice", "outcome", b"outcome", "regimen", b"regimen", "report_markdown", b"report_markdown", "report_sha256", b"report_sha256", "request_id", b"request_id", "review", b"review", "rounds", b"rounds", "transcript", b"transcript", "triage", b"triage", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assessment", b"assessment", "corpus_version", b"corpus_version", "create_time", b"create_time", "decision", b"decision", "escalation_reason", b"escalation_reason", "groundings", b"groundings", "intake", b"intake", "memory_notes", b"memory_notes", "missing_reviews", b"missing_reviews", "name", b"name", "needs_prescriber_review", b"needs_prescriber_review", "notice", b"notice", "outcome", b"outcome", "patient", b"patient", "regimen", b"regimen", "report_markdown", b"report_markdown", "report_sha256", b"report_sha256", "request_id", b"request_id", "review", b"review", "rounds", b"rounds", "sign_off", b"sign_off", "status", b"status", "transcript", b"transcript", "triage", b"triage", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Consultation: _TypeAlias = Consultation  # noqa: Y015
+
+@_typing.final
+class MemoryNote(_message.Message):
+    """One change or flag from the patient's memory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    SOURCE_CONSULTATION_FIELD_NUMBER: _builtins.int
+    kind: Global___MemoryNoteKind.ValueType
+    field: _builtins.str
+    """Intake field path, e.g. "history.allergies"."""
+    text: _builtins.str
+    """Plain words, e.g. "'sulfa' on record since 2026-05-02, not reported today"."""
+    source_consultation: _builtins.str
+    """The consultation the remembered fact came from."""
+    def __init__(
+        self,
+        *,
+        kind: Global___MemoryNoteKind.ValueType = ...,
+        field: _builtins.str = ...,
+        text: _builtins.str = ...,
+        source_consultation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "kind", b"kind", "source_consultation", b"source_consultation", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemoryNote: _TypeAlias = MemoryNote  # noqa: Y015
+
+@_typing.final
+class SignOff(_message.Message):
+    """Who signed off, when and how."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    BY_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REGIMEN_FIELD_NUMBER: _builtins.int
+    action: Global___SignOffAction.ValueType
+    by: _builtins.str
+    """The prescriber (JWT subject)."""
+    at: _builtins.str
+    """RFC 3339."""
+    reason: _builtins.str
+    @_builtins.property
+    def regimen(self) -> _clinical_pb2.Regimen:
+        """The regimen signed for (amend), else unset."""
+
+    def __init__(
+        self,
+        *,
+        action: Global___SignOffAction.ValueType = ...,
+        by: _builtins.str = ...,
+        at: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        regimen: _clinical_pb2.Regimen | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["regimen", b"regimen"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "at", b"at", "by", b"by", "reason", b"reason", "regimen", b"regimen"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignOff: _TypeAlias = SignOff  # noqa: Y015

@@ -57,6 +57,31 @@ class ConsultationServiceStub:
                 request_serializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.AskConsultationRequest.SerializeToString,
                 response_deserializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.AskConsultationResponse.FromString,
                 _registered_method=True)
+        self.SignOffConsultation = channel.unary_unary(
+                '/utimesh.consult.v1.ConsultationService/SignOffConsultation',
+                request_serializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.SignOffConsultationRequest.SerializeToString,
+                response_deserializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.SignOffConsultationResponse.FromString,
+                _registered_method=True)
+        self.RecordFollowUp = channel.unary_unary(
+                '/utimesh.consult.v1.ConsultationService/RecordFollowUp',
+                request_serializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.RecordFollowUpRequest.SerializeToString,
+                response_deserializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.RecordFollowUpResponse.FromString,
+                _registered_method=True)
+        self.SubmitReview = channel.unary_unary(
+                '/utimesh.consult.v1.ConsultationService/SubmitReview',
+                request_serializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.SubmitReviewRequest.SerializeToString,
+                response_deserializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.SubmitReviewResponse.FromString,
+                _registered_method=True)
+        self.GetPatientTimeline = channel.unary_unary(
+                '/utimesh.consult.v1.ConsultationService/GetPatientTimeline',
+                request_serializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.GetPatientTimelineRequest.SerializeToString,
+                response_deserializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.GetPatientTimelineResponse.FromString,
+                _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/utimesh.consult.v1.ConsultationService/ListAuditEvents',
+                request_serializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class ConsultationServiceServicer:
@@ -93,6 +118,43 @@ class ConsultationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SignOffConsultation(self, request, context):
+        """Prescriber only: approve, amend to another eligible regimen, or reject with a reason.
+        FAILED_PRECONDITION when already signed or not a treatment to amend.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordFollowUp(self, request, context):
+        """Records a follow-up visit against a consultation's regimen: runs the FU rules and updates
+        the episode's outcome in the patient's memory.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitReview(self, request, context):
+        """A clinician's review of a consultation, kept for evaluation.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPatientTimeline(self, request, context):
+        """What the system remembers about a patient, visit by visit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditEvents(self, request, context):
+        """Audit events, newest first (auditors).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConsultationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +177,31 @@ def add_ConsultationServiceServicer_to_server(servicer, server):
                     servicer.AskConsultation,
                     request_deserializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.AskConsultationRequest.FromString,
                     response_serializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.AskConsultationResponse.SerializeToString,
+            ),
+            'SignOffConsultation': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignOffConsultation,
+                    request_deserializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.SignOffConsultationRequest.FromString,
+                    response_serializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.SignOffConsultationResponse.SerializeToString,
+            ),
+            'RecordFollowUp': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordFollowUp,
+                    request_deserializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.RecordFollowUpRequest.FromString,
+                    response_serializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.RecordFollowUpResponse.SerializeToString,
+            ),
+            'SubmitReview': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitReview,
+                    request_deserializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.SubmitReviewRequest.FromString,
+                    response_serializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.SubmitReviewResponse.SerializeToString,
+            ),
+            'GetPatientTimeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPatientTimeline,
+                    request_deserializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.GetPatientTimelineRequest.FromString,
+                    response_serializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.GetPatientTimelineResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.ListAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -228,6 +315,141 @@ class ConsultationService:
             '/utimesh.consult.v1.ConsultationService/AskConsultation',
             utimesh_dot_consult_dot_v1_dot_consult__pb2.AskConsultationRequest.SerializeToString,
             utimesh_dot_consult_dot_v1_dot_consult__pb2.AskConsultationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignOffConsultation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/utimesh.consult.v1.ConsultationService/SignOffConsultation',
+            utimesh_dot_consult_dot_v1_dot_consult__pb2.SignOffConsultationRequest.SerializeToString,
+            utimesh_dot_consult_dot_v1_dot_consult__pb2.SignOffConsultationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordFollowUp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/utimesh.consult.v1.ConsultationService/RecordFollowUp',
+            utimesh_dot_consult_dot_v1_dot_consult__pb2.RecordFollowUpRequest.SerializeToString,
+            utimesh_dot_consult_dot_v1_dot_consult__pb2.RecordFollowUpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitReview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/utimesh.consult.v1.ConsultationService/SubmitReview',
+            utimesh_dot_consult_dot_v1_dot_consult__pb2.SubmitReviewRequest.SerializeToString,
+            utimesh_dot_consult_dot_v1_dot_consult__pb2.SubmitReviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPatientTimeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/utimesh.consult.v1.ConsultationService/GetPatientTimeline',
+            utimesh_dot_consult_dot_v1_dot_consult__pb2.GetPatientTimelineRequest.SerializeToString,
+            utimesh_dot_consult_dot_v1_dot_consult__pb2.GetPatientTimelineResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/utimesh.consult.v1.ConsultationService/ListAuditEvents',
+            utimesh_dot_consult_dot_v1_dot_consult__pb2.ListAuditEventsRequest.SerializeToString,
+            utimesh_dot_consult_dot_v1_dot_consult__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -47,6 +47,20 @@ class ConsultationServiceStub:
     """A consultation by name. NOT_FOUND when unknown."""
     AskConsultation: _grpc.UnaryUnaryMultiCallable[_consult_pb2.AskConsultationRequest, _consult_pb2.AskConsultationResponse]
     """Answers a question about a consultation from its report and evidence."""
+    SignOffConsultation: _grpc.UnaryUnaryMultiCallable[_consult_pb2.SignOffConsultationRequest, _consult_pb2.SignOffConsultationResponse]
+    """Prescriber only: approve, amend to another eligible regimen, or reject with a reason.
+    FAILED_PRECONDITION when already signed or not a treatment to amend.
+    """
+    RecordFollowUp: _grpc.UnaryUnaryMultiCallable[_consult_pb2.RecordFollowUpRequest, _consult_pb2.RecordFollowUpResponse]
+    """Records a follow-up visit against a consultation's regimen: runs the FU rules and updates
+    the episode's outcome in the patient's memory.
+    """
+    SubmitReview: _grpc.UnaryUnaryMultiCallable[_consult_pb2.SubmitReviewRequest, _consult_pb2.SubmitReviewResponse]
+    """A clinician's review of a consultation, kept for evaluation."""
+    GetPatientTimeline: _grpc.UnaryUnaryMultiCallable[_consult_pb2.GetPatientTimelineRequest, _consult_pb2.GetPatientTimelineResponse]
+    """What the system remembers about a patient, visit by visit."""
+    ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_consult_pb2.ListAuditEventsRequest, _consult_pb2.ListAuditEventsResponse]
+    """Audit events, newest first (auditors)."""
 
 @_typing.type_check_only
 class ConsultationServiceAsyncStub(ConsultationServiceStub):
@@ -64,6 +78,20 @@ class ConsultationServiceAsyncStub(ConsultationServiceStub):
     """A consultation by name. NOT_FOUND when unknown."""
     AskConsultation: _aio.UnaryUnaryMultiCallable[_consult_pb2.AskConsultationRequest, _consult_pb2.AskConsultationResponse]  # type: ignore[assignment]
     """Answers a question about a consultation from its report and evidence."""
+    SignOffConsultation: _aio.UnaryUnaryMultiCallable[_consult_pb2.SignOffConsultationRequest, _consult_pb2.SignOffConsultationResponse]  # type: ignore[assignment]
+    """Prescriber only: approve, amend to another eligible regimen, or reject with a reason.
+    FAILED_PRECONDITION when already signed or not a treatment to amend.
+    """
+    RecordFollowUp: _aio.UnaryUnaryMultiCallable[_consult_pb2.RecordFollowUpRequest, _consult_pb2.RecordFollowUpResponse]  # type: ignore[assignment]
+    """Records a follow-up visit against a consultation's regimen: runs the FU rules and updates
+    the episode's outcome in the patient's memory.
+    """
+    SubmitReview: _aio.UnaryUnaryMultiCallable[_consult_pb2.SubmitReviewRequest, _consult_pb2.SubmitReviewResponse]  # type: ignore[assignment]
+    """A clinician's review of a consultation, kept for evaluation."""
+    GetPatientTimeline: _aio.UnaryUnaryMultiCallable[_consult_pb2.GetPatientTimelineRequest, _consult_pb2.GetPatientTimelineResponse]  # type: ignore[assignment]
+    """What the system remembers about a patient, visit by visit."""
+    ListAuditEvents: _aio.UnaryUnaryMultiCallable[_consult_pb2.ListAuditEventsRequest, _consult_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
+    """Audit events, newest first (auditors)."""
 
 class ConsultationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs consultations. Errors: INVALID_ARGUMENT for a malformed intake or unknown profile
@@ -102,5 +130,49 @@ class ConsultationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_consult_pb2.AskConsultationResponse, _abc.Awaitable[_consult_pb2.AskConsultationResponse]]:
         """Answers a question about a consultation from its report and evidence."""
+
+    @_abc_1.abstractmethod
+    def SignOffConsultation(
+        self,
+        request: _consult_pb2.SignOffConsultationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_consult_pb2.SignOffConsultationResponse, _abc.Awaitable[_consult_pb2.SignOffConsultationResponse]]:
+        """Prescriber only: approve, amend to another eligible regimen, or reject with a reason.
+        FAILED_PRECONDITION when already signed or not a treatment to amend.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordFollowUp(
+        self,
+        request: _consult_pb2.RecordFollowUpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_consult_pb2.RecordFollowUpResponse, _abc.Awaitable[_consult_pb2.RecordFollowUpResponse]]:
+        """Records a follow-up visit against a consultation's regimen: runs the FU rules and updates
+        the episode's outcome in the patient's memory.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitReview(
+        self,
+        request: _consult_pb2.SubmitReviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_consult_pb2.SubmitReviewResponse, _abc.Awaitable[_consult_pb2.SubmitReviewResponse]]:
+        """A clinician's review of a consultation, kept for evaluation."""
+
+    @_abc_1.abstractmethod
+    def GetPatientTimeline(
+        self,
+        request: _consult_pb2.GetPatientTimelineRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_consult_pb2.GetPatientTimelineResponse, _abc.Awaitable[_consult_pb2.GetPatientTimelineResponse]]:
+        """What the system remembers about a patient, visit by visit."""
+
+    @_abc_1.abstractmethod
+    def ListAuditEvents(
+        self,
+        request: _consult_pb2.ListAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_consult_pb2.ListAuditEventsResponse, _abc.Awaitable[_consult_pb2.ListAuditEventsResponse]]:
+        """Audit events, newest first (auditors)."""
 
 def add_ConsultationServiceServicer_to_server(servicer: ConsultationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -90,12 +90,17 @@ class ConsultationApp:
         budget_s: float,
         emit: Emit | None = None,
         patient_id: str = "",
+        actor: str = "",
     ) -> cpb.Consultation:
         """`patient_id` (the caller's identifier, PHI) only selects the patient's memory: it
-        never reaches the agents, the logs, the report or the Consultation."""
+        never reaches the agents, the logs, the report or the Consultation. `actor` (the
+        caller's JWT subject) is who the audit trail records; empty: the store's own actor."""
         emit = emit or _ignore
         # AIP-155: a retried request with the same request_id gets the consultation it created.
-        if request_id and (earlier := await self.store.get_by_request_id(request_id)) is not None:
+        if (
+            request_id
+            and (earlier := await self.store.get_by_request_id(request_id, actor=actor)) is not None
+        ):
             await emit(
                 Progress(
                     "finalize",
@@ -208,7 +213,7 @@ class ConsultationApp:
             await emit(
                 Progress("report", 0, "done", f"{len(rendered.markdown)} characters", elapsed())
             )
-        await self.store.put(c)
+        await self.store.put(c, actor=actor)
         if patient and self.patients is not None:
             update = update_after(
                 reported,
@@ -245,8 +250,9 @@ class ConsultationApp:
         ) or bool(missing)
         c.notice = notice_for(result.outcome, result.escalation_reason, missing, runs)
 
-    async def get(self, name: str) -> cpb.Consultation:
-        found = await self.store.get(name)
+    async def get(self, name: str, *, actor: str = "") -> cpb.Consultation:
+        """The consultation named `name` (NOT_FOUND otherwise); the read is audited as `actor`."""
+        found = await self.store.get(name, actor=actor)
         if found is None:
             raise NotFound(
                 f"no consultation named {name!r}",
@@ -255,8 +261,8 @@ class ConsultationApp:
             )
         return found
 
-    async def ask(self, name: str, question: str) -> rpb.AnswerQuestionResponse:
-        consultation = await self.get(name)
+    async def ask(self, name: str, question: str, *, actor: str = "") -> rpb.AnswerQuestionResponse:
+        consultation = await self.get(name, actor=actor)
         try:
             return await self.report.answer(consultation, question, self.limits.agent_timeout_s)
         except ReviewUnavailable as exc:

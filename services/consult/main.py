@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 
 import grpc
+import redis.asyncio as aioredis
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from services.consult.adapters.cached_ports import CachedEvidence, CachedTriage
 from services.consult.adapters.grpc_ports import (
     GrpcDoctor,
     GrpcEvidence,
@@ -27,6 +30,9 @@ from services.consult.domain.deliberation import Ports
 from services.consult.domain.memory import PatientStore
 from services.consult.domain.ports import ConsultationStore, EvidencePort, ReportPort
 from services.consult.servicer import DOMAIN, SERVICE_NAME, ConsultationServicer
+from utimesh.cache.ratelimit import Rate, RateLimiter
+from utimesh.cache.redis_client import create_redis, redact_url
+from utimesh.cache.workcache import WorkCache
 from utimesh.consult.v1 import consult_pb2_grpc
 from utimesh.db.crypto import keyring_from_env
 from utimesh.db.migrations import migrate
@@ -57,6 +63,16 @@ class ConsultSettings(ServiceSettings):
     # Shared by every service of a stack, so not UTIMESH_CONSULT_-prefixed. Empty: memory store.
     database_url: str = Field(default="", validation_alias="UTIMESH_DATABASE_URL")
     db_pool_max: int = Field(default=10, ge=1, le=100)
+    # Shared too (UTIMESH_REDIS_URL). Empty: no rate limits here and no work cache.
+    redis_url: str = Field(default="", validation_alias="UTIMESH_REDIS_URL")
+    # Per caller (JWT subject) and per endpoint (Create/Stream/AskConsultation).
+    rate_per_minute: int = Field(default=60, ge=1)
+    rate_burst: int = Field(default=20, ge=1)
+    # Per endpoint across all callers; 0 = no such limit.
+    endpoint_rate_per_minute: int = Field(default=0, ge=0)
+    endpoint_rate_burst: int = Field(default=100, ge=1)
+    # Triage and evidence work cache; 0 = off.
+    cache_ttl_seconds: float = Field(default=600.0, ge=0)
 
 
 def build_spec(
@@ -66,8 +82,9 @@ def build_spec(
     store: ConsultationStore,
     settings: ConsultSettings,
     patients: PatientStore | None = None,
+    limiter: RateLimiter | None = None,
 ) -> ServiceSpec:
-    """`patients` defaults to an in-memory patient store (no database)."""
+    """`patients` defaults to an in-memory patient store (no database); `limiter` to none."""
     limits = Limits(
         default_rounds=settings.max_rounds,
         budget_s=settings.consultation_budget_seconds,
@@ -81,7 +98,8 @@ def build_spec(
             store,
             limits,
             patients=patients if patients is not None else MemoryPatientStore(),
-        )
+        ),
+        limiter,
     )
 
     def register(server: grpc.aio.Server) -> None:
@@ -124,6 +142,46 @@ async def build_stores(
     )
 
 
+def rate_limiter(redis: aioredis.Redis, settings: ConsultSettings) -> RateLimiter:
+    per_endpoint = (
+        Rate.per_minute(settings.endpoint_rate_per_minute, settings.endpoint_rate_burst)
+        if settings.endpoint_rate_per_minute
+        else None
+    )
+    return RateLimiter(
+        redis,
+        Rate.per_minute(settings.rate_per_minute, settings.rate_burst),
+        per_endpoint=per_endpoint,
+    )
+
+
+def with_cache(
+    redis: aioredis.Redis, settings: ConsultSettings, ports: Ports, evidence: EvidencePort
+) -> tuple[Ports, EvidencePort]:
+    """The triage and evidence ports behind the Redis work cache (unchanged when its TTL is 0)."""
+    if settings.cache_ttl_seconds <= 0:
+        return ports, evidence
+    ttl = settings.cache_ttl_seconds
+    triage = CachedTriage(ports.triage, WorkCache(redis, "triage", ttl_s=ttl))
+    return (
+        dataclasses.replace(ports, triage=triage),
+        CachedEvidence(evidence, WorkCache(redis, "evidence", ttl_s=ttl)),
+    )
+
+
+async def build_redis(
+    settings: ConsultSettings, resources: AsyncExitStack
+) -> aioredis.Redis | None:
+    """The process's one Redis client when UTIMESH_REDIS_URL is set (closed with `resources`)."""
+    if not settings.redis_url:
+        log.warning("UTIMESH_REDIS_URL is not set: no service rate limits and no work cache")
+        return None
+    redis = create_redis(settings.redis_url)
+    resources.push_async_callback(redis.aclose)
+    log.info("rate limits and work cache in Redis at %s", redact_url(settings.redis_url))
+    return redis
+
+
 async def _main(settings: ConsultSettings, on_started: Callable[[int], None] | None) -> None:
     targets = (
         settings.triage_target,
@@ -144,8 +202,13 @@ async def _main(settings: ConsultSettings, on_started: Callable[[int], None] | N
         for channel in channels:
             resources.push_async_callback(channel.close)
         store, patients = await build_stores(settings, resources, caller)
+        evidence: EvidencePort = GrpcEvidence(channels[3])
+        limiter = None
+        if (redis := await build_redis(settings, resources)) is not None:
+            ports, evidence = with_cache(redis, settings, ports, evidence)
+            limiter = rate_limiter(redis, settings)
         spec = build_spec(
-            ports, GrpcEvidence(channels[3]), GrpcReport(channels[4]), store, settings, patients
+            ports, evidence, GrpcReport(channels[4]), store, settings, patients, limiter
         )
         await serve(spec, settings, on_started)
 

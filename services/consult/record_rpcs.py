@@ -21,12 +21,19 @@ class RecordRpcs:
 
     app: ConsultationApp
 
+    @staticmethod
+    def _actor(context: grpc.aio.ServicerContext) -> str:
+        """Who the audit trail records for this call: the JWT subject the edge forwards;
+        empty (the store's own actor) for a call without one."""
+        return caller_of(context, default_sub="").sub
+
     def _records(self, context: grpc.aio.ServicerContext) -> Records:
         remaining = context.time_remaining()
         timeout = self.app.limits.agent_timeout_s
         return Records(
             self.app.store,
             self.app.ports.triage,
+            self.app.patients,
             timeout if remaining is None else max(0.001, min(timeout, remaining)),
         )
 

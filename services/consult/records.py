@@ -7,12 +7,14 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import logging
 import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from services.consult.domain.deliberation import TriagePort
+from services.consult.domain.memory import EpisodeOutcome, PatientStore
 from services.consult.domain.ports import (
     SIGNABLE,
     AlreadySigned,
@@ -42,6 +44,15 @@ MAX_ERROR_CATEGORIES = 20
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 _CATEGORY = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+log = logging.getLogger(__name__)
+
+#: A follow-up's EpisodeOutcome as the patient memory records it.
+MEMORY_OUTCOME = {
+    cpb.EPISODE_OUTCOME_ONGOING: EpisodeOutcome.ONGOING,
+    cpb.EPISODE_OUTCOME_IMPROVING: EpisodeOutcome.IMPROVING,
+    cpb.EPISODE_OUTCOME_FAILED: EpisodeOutcome.FAILED,
+    cpb.EPISODE_OUTCOME_ADVERSE_EFFECT: EpisodeOutcome.ADVERSE_EFFECT,
+}
 
 #: Roles that may review, most specific first (the first one the caller has is recorded).
 REVIEWER_ROLES = ("prescriber", "pharmacist", "clinician")
@@ -117,10 +128,11 @@ def decode_page_token(token: str, resource: str) -> int:
 class Records:
     store: ConsultationStore
     triage: TriagePort
+    patients: PatientStore | None = None  # where a follow-up's episode outcome is recorded
     timeout_s: float = 30.0
 
-    async def _get(self, name: str) -> cpb.Consultation:
-        found = await self.store.get(name) if name else None
+    async def _get(self, name: str, actor: str = "") -> cpb.Consultation:
+        found = await self.store.get(name, actor=actor) if name else None
         if found is None:
             raise NotFound(
                 f"no consultation named {name!r}",
@@ -158,7 +170,7 @@ class Records:
         if violations:
             raise _invalid(*violations)
 
-        c = await self._get(request.name)
+        c = await self._get(request.name, caller.sub)
         if c.status not in SIGNABLE:
             raise AlreadySigned(c.name)
         record = cpb.SignOff(action=request.action, by=caller.sub, at=_now(), reason=reason)
@@ -169,7 +181,7 @@ class Records:
             c.name, _STATUS_OF[request.action], record, actor=caller.sub, request_id=request_id
         )
         if signed is None:  # removed (evicted) meanwhile
-            return await self._get(c.name)
+            return await self._get(c.name, caller.sub)
         return signed
 
     async def _check_amendment(self, c: cpb.Consultation, regimen: clinical_pb2.Regimen) -> None:
@@ -217,7 +229,7 @@ class Records:
             )
         if violations:
             raise _invalid(*violations)
-        c = await self._get(request.name)
+        c = await self._get(request.name, caller.sub)
         if c.status == cpb.CONSULTATION_STATUS_REJECTED:
             raise FailedPrecondition(
                 "a rejected consultation has no treatment to follow up",
@@ -263,7 +275,26 @@ class Records:
                 request_id=request_id,
             )
         )
+        await self._update_episode(c, outcome, caller.sub)
         return cpb.RecordFollowUpResponse(triage=triage, outcome=outcome)
+
+    async def _update_episode(
+        self, c: cpb.Consultation, outcome: cpb.EpisodeOutcome.ValueType, actor: str
+    ) -> None:
+        """Record the follow-up's outcome on the episode this consultation added to its
+        patient's memory. The follow-up is kept either way; a failed update is logged."""
+        recorded = MEMORY_OUTCOME.get(outcome)
+        if not c.patient or self.patients is None or recorded is None:
+            return
+        try:
+            found = await self.patients.set_episode_outcome(
+                c.patient, c.name, recorded, actor=actor
+            )
+        except Exception:  # the follow-up is kept; the memory update is lost, loudly
+            log.exception("episode outcome of %s not recorded", c.name)
+            return
+        if not found:
+            log.warning("no episode of %s in the patient's memory to update", c.name)
 
     # --- review -------------------------------------------------------------------------
 
@@ -294,7 +325,7 @@ class Records:
             )
         if violations:
             raise _invalid(*violations)
-        c = await self._get(request.name)
+        c = await self._get(request.name, caller.sub)
         name = f"{c.name}/reviews/{uuid.uuid4()}"
         await self.store.save_review(
             ReviewRecord(

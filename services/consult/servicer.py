@@ -12,10 +12,12 @@ from services.consult.domain.deliberation import Progress
 from services.consult.mapping import progress_to_proto
 from services.consult.memory_rpcs import MemoryRpcs
 from services.consult.record_rpcs import RecordRpcs
+from utimesh.cache.ratelimit import RateLimiter
 from utimesh.codec.clinical import intake_from_proto
 from utimesh.consult.v1 import consult_pb2 as cpb
 from utimesh.consult.v1 import consult_pb2_grpc
-from utimesh.kit.errors import FieldViolation, InvalidArgument
+from utimesh.kit.caller import caller_of
+from utimesh.kit.errors import FieldViolation, InvalidArgument, ResourceExhausted
 from utimesh.report.v1 import report_pb2 as rpb
 
 SERVICE_NAME = "utimesh.consult.v1.ConsultationService"
@@ -25,8 +27,21 @@ MAX_QUESTION_CHARS = 1000
 
 
 class ConsultationServicer(MemoryRpcs, RecordRpcs, consult_pb2_grpc.ConsultationServiceServicer):
-    def __init__(self, app: ConsultationApp) -> None:
+    def __init__(self, app: ConsultationApp, limiter: RateLimiter | None = None) -> None:
         self.app = app
+        self.limiter = limiter  # None: no rate limits in this service (the edge's still apply)
+
+    async def _rate_limit(self, endpoint: str, context: grpc.aio.ServicerContext) -> None:
+        """Count the call against the caller's (JWT subject's) limit for `endpoint`."""
+        if self.limiter is None:
+            return
+        decision = await self.limiter.check(endpoint, caller_of(context).sub)
+        if not decision.allowed:
+            raise ResourceExhausted(
+                "too many requests; retry later",
+                reason="RATE_LIMITED",
+                metadata={"retry_after_s": f"{decision.retry_after_s:.3f}"},
+            )
 
     def _rounds(
         self, request: cpb.CreateConsultationRequest | cpb.StreamConsultationRequest
@@ -69,16 +84,19 @@ class ConsultationServicer(MemoryRpcs, RecordRpcs, consult_pb2_grpc.Consultation
             budget_s=budget,
             emit=emit,
             patient_id=request.patient_id,
+            actor=self._actor(context),
         )
 
     async def CreateConsultation(
         self, request: cpb.CreateConsultationRequest, context: grpc.aio.ServicerContext
     ) -> cpb.CreateConsultationResponse:
+        await self._rate_limit("CreateConsultation", context)
         return cpb.CreateConsultationResponse(consultation=await self._run(request, context))
 
     async def StreamConsultation(
         self, request: cpb.StreamConsultationRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[cpb.StreamConsultationResponse]:
+        await self._rate_limit("StreamConsultation", context)
         queue: asyncio.Queue[Progress | None] = asyncio.Queue()
 
         async def emit(p: Progress) -> None:
@@ -98,11 +116,14 @@ class ConsultationServicer(MemoryRpcs, RecordRpcs, consult_pb2_grpc.Consultation
     async def GetConsultation(
         self, request: cpb.GetConsultationRequest, context: grpc.aio.ServicerContext
     ) -> cpb.GetConsultationResponse:
-        return cpb.GetConsultationResponse(consultation=await self.app.get(request.name))
+        return cpb.GetConsultationResponse(
+            consultation=await self.app.get(request.name, actor=self._actor(context))
+        )
 
     async def AskConsultation(
         self, request: cpb.AskConsultationRequest, context: grpc.aio.ServicerContext
     ) -> cpb.AskConsultationResponse:
+        await self._rate_limit("AskConsultation", context)
         question = request.question.strip()
         if not question or len(question) > MAX_QUESTION_CHARS:
             raise InvalidArgument(
@@ -114,7 +135,7 @@ class ConsultationServicer(MemoryRpcs, RecordRpcs, consult_pb2_grpc.Consultation
                     )
                 ],
             )
-        answer = await self.app.ask(request.name, question)
+        answer = await self.app.ask(request.name, question, actor=self._actor(context))
         return cpb.AskConsultationResponse(
             kind=rpb.AnswerKind.Name(answer.kind).removeprefix("ANSWER_KIND_"),
             answer=answer.answer,

@@ -321,7 +321,13 @@ def local_stack(run: StackRun) -> Iterator[StackRun]:
     """`utimesh up` in the background; `utimesh down` always. Raises StackFailed if it does not
     come up (run.errors says why)."""
     state_dir, base_port = run.state_dir, run.base_port
-    env = {**os.environ, "UTIMESH_EDGE_RATE_LIMIT_TOKENS": str(RATE_LIMIT_TOKENS)}
+    # One bench client is one caller: lift both the edge's per-client and consult's per-user limits.
+    env = {
+        **os.environ,
+        "UTIMESH_EDGE_RATE_LIMIT_TOKENS": str(RATE_LIMIT_TOKENS),
+        "UTIMESH_CONSULT_RATE_PER_MINUTE": str(RATE_LIMIT_TOKENS),
+        "UTIMESH_CONSULT_RATE_BURST": str(RATE_LIMIT_TOKENS),
+    }
     place = ("--state-dir", str(state_dir), "--base-port", str(base_port))
     try:
         started = time.perf_counter()

@@ -23,6 +23,7 @@ from services.consult.main import build_spec as consult_spec
 from services.doctor.main import build_spec as doctor_spec
 from services.pharmacist.main import build_spec as pharmacist_spec
 from services.triage.main import build_spec as triage_spec
+from utimesh.cache.ratelimit import RateLimiter
 from utimesh.consult.v1 import consult_pb2_grpc
 from utimesh.kit.channels import insecure_channel
 from utimesh.kit.server import RunningServer, ServiceSpec, start_server
@@ -67,6 +68,7 @@ async def running_mesh(
     evidence_target: str | None = None,
     report_target: str | None = None,
     agent_timeout_s: float = 10.0,
+    rate_limiter: RateLimiter | None = None,
 ) -> AsyncIterator[Mesh]:
     settings = ServiceSettings(port=0)
     servers: dict[str, RunningServer] = {}
@@ -94,7 +96,14 @@ async def running_mesh(
         evidence = GrpcEvidence(channel(evidence_target or f"127.0.0.1:{servers['evidence'].port}"))
         report = GrpcReport(channel(report_target or f"127.0.0.1:{servers['report'].port}"))
         consult_settings = ConsultSettings(port=0, agent_timeout_seconds=agent_timeout_s)
-        spec = consult_spec(ports, evidence, report, MemoryConsultationStore(), consult_settings)
+        spec = consult_spec(
+            ports,
+            evidence,
+            report,
+            MemoryConsultationStore(),
+            consult_settings,
+            limiter=rate_limiter,
+        )
         servers["consult"] = await start_server(spec, settings)
         client = channel(f"127.0.0.1:{servers['consult'].port}")
         yield Mesh(consult_pb2_grpc.ConsultationServiceStub(client), servers)

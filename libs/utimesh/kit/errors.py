@@ -68,3 +68,10 @@ class DeadlineExceeded(UtimeshError):
 
 class Internal(UtimeshError):
     code = grpc.StatusCode.INTERNAL
+
+
+class ResourceExhausted(UtimeshError):
+    """A quota or rate limit is spent (the edge maps it to HTTP 429)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    retryable = True

@@ -9,7 +9,7 @@ import secrets
 import uuid
 from dataclasses import replace
 
-from services.consult.domain.memory import MemoryUpdate, PatientMemory
+from services.consult.domain.memory import EpisodeOutcome, MemoryUpdate, PatientMemory
 
 _PREFIX = "patients/"
 
@@ -38,3 +38,26 @@ class MemoryPatientStore:
         self._memory[patient] = replace(
             memory, episodes=episodes, facts=(*memory.facts, *update.facts)
         )
+
+    async def set_episode_outcome(
+        self,
+        patient: str,
+        source_consultation: str,
+        outcome: EpisodeOutcome,
+        *,
+        actor: str = "",
+    ) -> bool:
+        """Nothing is audited here (no audit trail without a database)."""
+        memory = self._memory.get(patient)
+        if memory is None or not any(
+            e.source_consultation == source_consultation for e in memory.episodes
+        ):
+            return False
+        self._memory[patient] = replace(
+            memory,
+            episodes=tuple(
+                replace(e, outcome=outcome) if e.source_consultation == source_consultation else e
+                for e in memory.episodes
+            ),
+        )
+        return True

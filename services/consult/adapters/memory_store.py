@@ -31,7 +31,7 @@ class MemoryConsultationStore:
         self._seq = 0
         self._head = GENESIS_HASH
 
-    async def put(self, consultation: cpb.Consultation) -> None:
+    async def put(self, consultation: cpb.Consultation, *, actor: str = "") -> None:
         action = (
             "consultation.update" if consultation.name in self._items else "consultation.create"
         )
@@ -39,14 +39,17 @@ class MemoryConsultationStore:
         self._items.move_to_end(consultation.name)
         while len(self._items) > self.capacity:
             self._items.popitem(last=False)
-        self._append("consult", action, consultation.name, consultation.request_id, {})
+        self._append(actor or "consult", action, consultation.name, consultation.request_id, {})
 
-    async def get_by_request_id(self, request_id: str) -> cpb.Consultation | None:
+    async def get_by_request_id(
+        self, request_id: str, *, actor: str = ""
+    ) -> cpb.Consultation | None:
+        """Reads are not audited here (only the Postgres store audits reads)."""
         if not request_id:
             return None
         return next((c for c in reversed(self._items.values()) if c.request_id == request_id), None)
 
-    async def get(self, name: str) -> cpb.Consultation | None:
+    async def get(self, name: str, *, actor: str = "") -> cpb.Consultation | None:
         item = self._items.get(name)
         if item is not None:
             self._items.move_to_end(name)

@@ -177,6 +177,43 @@ class PostgresPatientStore:
                 },
             )
 
+    async def set_episode_outcome(
+        self,
+        patient: str,
+        source_consultation: str,
+        outcome: EpisodeOutcome,
+        *,
+        actor: str = "",
+    ) -> bool:
+        """Set the outcome of the patient's episode(s) from `source_consultation` and audit
+        `patient.memory.update` (ids, the outcome and a count) in one transaction; False, and
+        nothing audited, when there is no such episode."""
+        pid = patient_uuid(patient)
+        if pid is None:
+            return False
+        async with self.pool.acquire() as conn, conn.transaction():
+            updated = await conn.fetch(
+                "UPDATE memory_episodes SET outcome = $3"
+                " WHERE patient_id = $1 AND source_consultation = $2 RETURNING id",
+                pid,
+                source_consultation,
+                outcome.value,
+            )
+            if not updated:
+                return False
+            await audit.append(
+                conn,
+                actor or self.actor,
+                "patient.memory.update",
+                patient,
+                payload={
+                    "episode_outcome": outcome.value,
+                    "episodes": len(updated),
+                    "source_consultation": source_consultation,
+                },
+            )
+        return True
+
     async def reseal_all(self) -> int:
         """Re-seal every identifier not sealed with the current key; returns how many."""
         done = 0

@@ -109,10 +109,10 @@ class PostgresConsultationStore:
         self.pool = pool
         self.actor = actor
 
-    async def put(self, consultation: cpb.Consultation) -> None:
+    async def put(self, consultation: cpb.Consultation, *, actor: str = "") -> None:
         """Insert (or replace, when the name exists) and audit `consultation.create` (or
-        `consultation.update`) in one transaction. RequestIdInUse when another consultation
-        already has the same non-empty request id."""
+        `consultation.update`) as `actor` (default: the store's) in one transaction.
+        RequestIdInUse when another consultation already has the same non-empty request id."""
         c = consultation
         if not c.name:
             raise ValueError("a consultation needs a name to be stored")
@@ -145,7 +145,7 @@ class PostgresConsultationStore:
             assert row is not None  # RETURNING always yields the row
             await audit.append(
                 conn,
-                actor=self.actor,
+                actor=actor or self.actor,
                 action="consultation.create" if row["inserted"] else "consultation.update",
                 resource=c.name,
                 request_id=c.request_id,
@@ -155,21 +155,26 @@ class PostgresConsultationStore:
                 },
             )
 
-    async def get(self, name: str) -> cpb.Consultation | None:
-        """The consultation named `name`, or None. A found one is audited `consultation.read`."""
+    async def get(self, name: str, *, actor: str = "") -> cpb.Consultation | None:
+        """The consultation named `name`, or None. A found one is audited `consultation.read`
+        as `actor` (default: the store's)."""
         async with self.pool.acquire() as conn, conn.transaction():
-            return await self._read(conn, "name = $1", name, request_id="")
+            return await self._read(conn, "name = $1", name, request_id="", actor=actor)
 
-    async def get_by_request_id(self, request_id: str) -> cpb.Consultation | None:
+    async def get_by_request_id(
+        self, request_id: str, *, actor: str = ""
+    ) -> cpb.Consultation | None:
         """The consultation created with `request_id` (non-empty), or None; audited as a read.
         For AIP-155 idempotency: a retried request finds its earlier result."""
         if not request_id:
             return None
         async with self.pool.acquire() as conn, conn.transaction():
-            return await self._read(conn, "request_id = $1", request_id, request_id=request_id)
+            return await self._read(
+                conn, "request_id = $1", request_id, request_id=request_id, actor=actor
+            )
 
     async def _read(
-        self, conn: Conn, where: str, value: str, *, request_id: str
+        self, conn: Conn, where: str, value: str, *, request_id: str, actor: str = ""
     ) -> cpb.Consultation | None:
         row = await conn.fetchrow(
             f"SELECT id, name, record FROM consultations WHERE {where}", value
@@ -179,7 +184,7 @@ class PostgresConsultationStore:
         found = cpb.Consultation.FromString(row["record"])
         await audit.append(
             conn,
-            actor=self.actor,
+            actor=actor or self.actor,
             action="consultation.read",
             resource=row["name"],
             request_id=request_id,

@@ -21,7 +21,8 @@ Merge policy (conservative: add and flag, never silently resolve):
 
 Update policy (`update_after`): what was REPORTED today (not what memory added) is recorded,
 so a fact nobody confirms ages out of the windows above; an episode is recorded at initial
-visits only (a follow-up visit belongs to its episode), outcome ONGOING."""
+visits only (a follow-up visit belongs to its episode), outcome ONGOING until a recorded
+follow-up of that consultation says otherwise (`PatientStore.set_episode_outcome`)."""
 
 from __future__ import annotations
 
@@ -122,6 +123,19 @@ class PatientStore(Protocol):
         ...
 
     async def record(self, patient: str, update: MemoryUpdate) -> None: ...
+
+    async def set_episode_outcome(
+        self,
+        patient: str,
+        source_consultation: str,
+        outcome: EpisodeOutcome,
+        *,
+        actor: str = "",
+    ) -> bool:
+        """Set the outcome of the episode `source_consultation` recorded for `patient` (a
+        follow-up's verdict) and audit `patient.memory.update` as `actor` (empty: the store's
+        own actor). False when the patient has no such episode."""
+        ...
 
 
 def _norm(text: str) -> str:

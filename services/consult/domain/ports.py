@@ -84,11 +84,19 @@ class ConsultationStore(Protocol):
     """Where finished consultations are kept, with their sign-off, follow-ups, reviews and the
     audit trail of the record-keeping operations."""
 
-    async def put(self, consultation: cpb.Consultation) -> None: ...
+    async def put(self, consultation: cpb.Consultation, *, actor: str = "") -> None:
+        """Keep a consultation and audit `consultation.create` (or `.update`) as `actor` (the
+        caller's JWT subject; empty: the store's own actor)."""
+        ...
 
-    async def get(self, name: str) -> cpb.Consultation | None: ...
+    async def get(self, name: str, *, actor: str = "") -> cpb.Consultation | None:
+        """The consultation named `name`, or None; a found one is audited `consultation.read`
+        as `actor` where the store audits reads (empty: the store's own actor)."""
+        ...
 
-    async def get_by_request_id(self, request_id: str) -> cpb.Consultation | None: ...
+    async def get_by_request_id(
+        self, request_id: str, *, actor: str = ""
+    ) -> cpb.Consultation | None: ...
 
     async def sign_off(
         self,

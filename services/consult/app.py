@@ -30,7 +30,7 @@ from services.consult.domain.ports import ConsultationStore, EvidencePort, Repor
 from services.consult.mapping import result_to_proto
 from utimesh.codec.clinical import decision_from_proto, intake_to_proto, regimen_from_proto
 from utimesh.consult.v1 import consult_pb2 as cpb
-from utimesh.kit.errors import FieldViolation, NotFound
+from utimesh.kit.errors import FieldViolation, NotFound, Unavailable
 from utimesh.report.v1 import report_pb2 as rpb
 from utimesh.rules.model import Intake
 
@@ -266,8 +266,6 @@ class ConsultationApp:
         try:
             return await self.report.answer(consultation, question, self.limits.agent_timeout_s)
         except ReviewUnavailable as exc:
-            from utimesh.kit.errors import Unavailable
-
             raise Unavailable(
                 "the report service cannot answer now",
                 reason="REPORT_UNAVAILABLE",

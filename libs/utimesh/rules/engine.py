@@ -157,11 +157,11 @@ def assess(intake: Intake, ruleset: Ruleset) -> Assessment:
         return _finish(ruleset, trace, Decision.REFER, evaluations=evaluations)
 
     # Step 8: warnings and follow-up for the selected agent.
-    warnings = [*selected.agent_warnings, *_general_warnings(facts, ruleset)]
-    warning_ids = {w.rule_id for w in warnings}
-    # MONITOR interactions first, then W-* in RULES.md §8 order.
-    ordered = [w for w in selected.agent_warnings if w.rule_id.startswith("DDI-")]
-    ordered += [w for rid in _W_ORDER for w in warnings if w.rule_id == rid and rid in warning_ids]
+    # MONITOR interactions first (table order), then W-* in RULES.md §8 order.
+    monitors = [w for w in selected.agent_warnings if w.rule_id.startswith("DDI-")]
+    w_rules = [w for w in selected.agent_warnings if not w.rule_id.startswith("DDI-")]
+    w_rules += _general_warnings(facts, ruleset)
+    ordered = monitors + sorted(w_rules, key=lambda w: _W_ORDER.index(w.rule_id))
     for warning in ordered:
         trace.fire(warning.rule_id)
     trace.fire("FU-001")

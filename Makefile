@@ -36,13 +36,14 @@ lint: $(STAMP) ## ruff, mypy --strict, buf lint, generated-code freshness
 	PYTHON=$(BIN)/python bash protos/lint.sh
 
 # Every benchmark runs even if an earlier one reports errors; the target fails if any did.
-bench: $(STAMP) ## Benchmarks (triage engine and gRPC, consultations through the mesh); prints tables
+bench: $(STAMP) ## Benchmarks (triage engine and gRPC, consultations through the mesh and the job queue); prints tables
 	rc=0; \
 	$(BIN)/python -m tests.bench.bench_triage || rc=1; \
 	$(BIN)/python -m tests.bench.bench_consult || rc=1; \
 	$(BIN)/python -m tests.bench.bench_report || rc=1; \
 	$(BIN)/python -m tests.bench.bench_evidence || rc=1; \
 	$(BIN)/python -m tests.bench.bench_edge || rc=1; \
+	$(BIN)/python -m tests.bench.bench_queue || rc=1; \
 	exit $$rc
 
 clean: ## Remove caches (keeps .venv)

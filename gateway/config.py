@@ -42,7 +42,13 @@ from pydantic.warnings import PydanticDeprecatedSince212
 
 from gateway.descriptor import load_descriptor_set
 from gateway.policy import ADMIN_ROLES, ADMIN_ROUTES, HEALTH_PATH, METHOD_ROLES, grpc_path
-from gateway.settings import CONSULT_SERVICE, EdgeSettings, UpstreamTls
+from gateway.settings import (
+    CONSULT_SERVICE,
+    EDGE_SERVICES,
+    OPERATIONS_SERVICE,
+    EdgeSettings,
+    UpstreamTls,
+)
 from gateway.strict_json import METADATA_KEY, METADATA_NAMESPACE
 from gateway.strict_json import generate as generate_strict_json
 
@@ -496,7 +502,7 @@ def transcoder_filter(settings: EdgeSettings, descriptor_path: Path) -> GrpcJson
     line; gRPC errors become HTTP statuses with a google.rpc.Status JSON body."""
     return GrpcJsonTranscoder(
         proto_descriptor=str(descriptor_path),
-        services=[CONSULT_SERVICE],
+        services=list(EDGE_SERVICES),
         print_options=GrpcJsonTranscoderPrintOptions(
             add_whitespace=False,
             always_print_primitive_fields=True,
@@ -520,7 +526,9 @@ def strict_json_filter(descriptor_path: Path) -> Lua:
     gateway.strict_json). The descriptor set must exist when the bootstrap is generated."""
     fds = load_descriptor_set(descriptor_path)
     return Lua(
-        default_source_code=DataSource(inline_string=generate_strict_json(fds, [CONSULT_SERVICE])),
+        default_source_code=DataSource(
+            inline_string=generate_strict_json(fds, list(EDGE_SERVICES))
+        ),
         stat_prefix="strict_json",
     )
 
@@ -575,6 +583,11 @@ def route_config(settings: EdgeSettings) -> RouteConfiguration:
         _grpc_route(
             "consult.unary",
             RouteMatch(prefix=f"/{CONSULT_SERVICE}/", headers=[is_grpc]),
+            settings.unary_timeout_seconds,
+        ),
+        _grpc_route(
+            "consult.operations",
+            RouteMatch(prefix=f"/{OPERATIONS_SERVICE}/", headers=[is_grpc]),
             settings.unary_timeout_seconds,
         ),
     ]

@@ -12,12 +12,13 @@ import importlib.util
 import os
 import subprocess
 import sys
-import sysconfig
 import tempfile
 from pathlib import Path
 
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import FileDescriptor
+
+from utimesh.kit.protopaths import googleapis_includes, site_packages
 
 CONSULT_PROTO = "utimesh/consult/v1/consult.proto"
 ERROR_PROTOS = ("google/rpc/status.proto", "google/rpc/error_details.proto")
@@ -40,8 +41,9 @@ def _grpc_tools_dir() -> Path | None:
     return Path(spec.origin).parent
 
 
-def _protoc_includes(protos_root: Path) -> list[str]:
-    includes = [str(protos_root), sysconfig.get_paths()["purelib"]]
+def _protoc_includes(protos_root: Path, google: list[Path] | None = None) -> list[str]:
+    """`google`: googleapis include folders (utimesh.kit.protopaths); default site-packages."""
+    includes = [str(protos_root), *map(str, google or [site_packages()])]
     tools = _grpc_tools_dir()
     return includes if tools is None else [*includes, str(tools / "_proto")]
 
@@ -57,26 +59,29 @@ def build_with_protoc(out: Path, *, protos_root: Path = PROTOS_ROOT) -> Path:
     # Write aside, then rename: a concurrent reader (Envoy starting) never sees half a file.
     fd, tmp_name = tempfile.mkstemp(prefix=".consult-", suffix=".pb", dir=out.parent)
     os.close(fd)
-    cmd = [
-        sys.executable,
-        "-m",
-        "grpc_tools.protoc",
-        *[f"-I{path}" for path in _protoc_includes(protos_root)],
-        "--include_imports",
-        "--include_source_info",
-        f"--descriptor_set_out={tmp_name}",
-        CONSULT_PROTO,
-        *ERROR_PROTOS,
-    ]
-    try:
-        result = subprocess.run(
-            cmd, cwd=protos_root, capture_output=True, text=True, timeout=60, check=False
-        )
-        if result.returncode != 0:
-            raise DescriptorError(f"protoc failed ({result.returncode}): {result.stderr.strip()}")
-        os.replace(tmp_name, out)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+    with googleapis_includes() as google:
+        cmd = [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            *[f"-I{path}" for path in _protoc_includes(protos_root, google)],
+            "--include_imports",
+            "--include_source_info",
+            f"--descriptor_set_out={tmp_name}",
+            CONSULT_PROTO,
+            *ERROR_PROTOS,
+        ]
+        try:
+            result = subprocess.run(
+                cmd, cwd=protos_root, capture_output=True, text=True, timeout=60, check=False
+            )
+            if result.returncode != 0:
+                raise DescriptorError(
+                    f"protoc failed ({result.returncode}): {result.stderr.strip()}"
+                )
+            os.replace(tmp_name, out)
+        finally:
+            Path(tmp_name).unlink(missing_ok=True)
     return out
 
 

@@ -29,7 +29,7 @@ from google.protobuf import descriptor_pb2
 
 from gateway.descriptor import build_with_protoc, load_descriptor_set
 from gateway.policy import HEALTH_PATH, roles_for
-from gateway.settings import CONSULT_SERVICE
+from gateway.settings import CONSULT_SERVICE, EDGE_SERVICES
 
 OPENAPI_PATH = Path(__file__).resolve().parent / "openapi.yaml"
 JSON = "application/json"
@@ -287,8 +287,8 @@ def _path(template: str) -> tuple[str, list[tuple[str, str, str]]]:
 
     def replace(match: re.Match[str]) -> str:
         field, pattern = match.group(1), match.group(2) or "*"
-        if "**" in pattern:
-            raise ValueError(f"multi-segment wildcards are not supported: {template}")
+        # google.longrunning's `operations/**`: our operation names have one segment after it.
+        pattern = pattern.replace("**", "*")
         segments = pattern.split("/")
         out: list[str] = []
         for i, segment in enumerate(segments):
@@ -466,16 +466,18 @@ def build_document(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
     """The OpenAPI 3.0 document (a plain dict, deterministic) for the consult service."""
     index = _Index(fds)
     builder = _SchemaBuilder(index, _comments(fds))
-    service, file, service_index = index.services[CONSULT_SERVICE]
     paths: dict[str, dict[str, Any]] = {}
-    for method_index, method in enumerate(service.method):
-        rule = _http_rule(method)
-        if rule is None:
-            continue
-        path, verb, operation = _operation(
-            builder, CONSULT_SERVICE, file, service_index, method_index, method, rule
-        )
-        paths.setdefault(path, {})[verb] = operation
+    for service_name in EDGE_SERVICES:
+        svc, svc_file, svc_index = index.services[service_name]
+        for method_index, method in enumerate(svc.method):
+            rule = _http_rule(method)
+            if rule is None or not roles_for(method.name):
+                continue  # not published at the edge (e.g. DeleteOperation)
+            path, verb, operation = _operation(
+                builder, service_name, svc_file, svc_index, method_index, method, rule
+            )
+            paths.setdefault(path, {})[verb] = operation
+    service, file, service_index = index.services[CONSULT_SERVICE]
     paths[HEALTH_PATH] = {
         "get": {
             "operationId": "Health",
@@ -515,6 +517,11 @@ def build_document(fds: descriptor_pb2.FileDescriptorSet) -> dict[str, Any]:
         "security": [{"bearerAuth": []}],
         "tags": [
             {"name": service.name, "description": service_text},
+            {
+                "name": "Operations",
+                "description": "google.longrunning.Operations: queued consultations "
+                "(StartConsultation) and their progress, result or error.",
+            },
             {"name": "Health", "description": "Probes."},
         ],
         "paths": paths,

@@ -5,13 +5,14 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Final
 
-from gateway.settings import CONSULT_SERVICE
+from gateway.settings import CONSULT_SERVICE, OPERATIONS_SERVICE
 
 ROLES: Final = ("clinician", "pharmacist", "prescriber", "auditor", "operator")
 
 METHOD_ROLES: Final = MappingProxyType(
     {
         "CreateConsultation": ("clinician", "pharmacist"),
+        "StartConsultation": ("clinician", "pharmacist"),
         "StreamConsultation": ("clinician", "pharmacist"),
         "GetConsultation": ("clinician", "pharmacist", "prescriber", "auditor"),
         "AskConsultation": ("clinician", "pharmacist", "prescriber"),
@@ -20,9 +21,17 @@ METHOD_ROLES: Final = MappingProxyType(
         "SubmitReview": ("clinician", "pharmacist", "prescriber"),
         "GetPatientTimeline": ("clinician", "pharmacist", "prescriber"),
         "ListAuditEvents": ("auditor",),
+        # google.longrunning.Operations (queued consultations); DeleteOperation: nobody.
+        "GetOperation": ("clinician", "pharmacist", "prescriber", "auditor"),
+        "ListOperations": ("clinician", "pharmacist", "prescriber", "auditor"),
+        "CancelOperation": ("clinician", "pharmacist"),
     }
 )
 """gRPC method of the consult service -> roles allowed (any one suffices)."""
+
+OPERATIONS_METHODS: Final = frozenset(
+    {"GetOperation", "ListOperations", "CancelOperation", "DeleteOperation", "WaitOperation"}
+)
 
 ADMIN_ROUTES: Final = MappingProxyType(
     {"/admin/ready": "/ready", "/admin/stats": "/stats/prometheus"}
@@ -37,7 +46,8 @@ HEALTH_PATH: Final = "/healthz"
 
 def grpc_path(method: str) -> str:
     """The HTTP/2 path of a consult RPC, as routes and RBAC see it after transcoding."""
-    return f"/{CONSULT_SERVICE}/{method}"
+    service = OPERATIONS_SERVICE if method in OPERATIONS_METHODS else CONSULT_SERVICE
+    return f"/{service}/{method}"
 
 
 def roles_for(method: str) -> tuple[str, ...]:

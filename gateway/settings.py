@@ -10,6 +10,9 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 CONSULT_SERVICE = "utimesh.consult.v1.ConsultationService"
+OPERATIONS_SERVICE = "google.longrunning.Operations"
+#: The gRPC services the edge publishes as REST (both served by consult).
+EDGE_SERVICES = (CONSULT_SERVICE, OPERATIONS_SERVICE)
 """The one gRPC service the edge exposes (transcoded to REST)."""
 
 MIB = 1024 * 1024

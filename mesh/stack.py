@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 SERVICES = ("triage", "doctor", "pharmacist", "evidence", "report", "consult")
 # Identities that call but serve nothing: the edge, this supervisor, an operator at a terminal.
 CLIENT_IDENTITIES = ("edge", "supervisor", "operator")
+# The consult service's job workers (`utimesh serve worker`): one identity, N processes.
+WORKER_IDENTITY = "worker"
+MAX_WORKERS = 4
 GRPC_NAMES = {
     "triage": "utimesh.triage.v1.TriageService",
     "doctor": "utimesh.doctor.v1.DoctorService",
@@ -35,13 +38,15 @@ _OFFSETS = {
     "pharmacist": 13,
     "evidence": 14,
     "report": 15,
+    **{f"worker-{i}": 15 + i for i in range(1, MAX_WORKERS + 1)},  # health ports
     "postgres": 20,
     "redis": 21,
 }
 
 
 class StackSettings(BaseSettings):
-    """UTIMESH_STATE_DIR, UTIMESH_BASE_PORT, UTIMESH_DATABASE_URL, UTIMESH_REDIS_URL."""
+    """UTIMESH_STATE_DIR, UTIMESH_BASE_PORT, UTIMESH_DATABASE_URL, UTIMESH_REDIS_URL,
+    UTIMESH_WORKERS."""
 
     model_config = SettingsConfigDict(env_prefix="UTIMESH_", extra="ignore", frozen=True)
 
@@ -49,6 +54,7 @@ class StackSettings(BaseSettings):
     base_port: int = Field(default=8080, ge=1024, le=65000)
     database_url: str = ""  # empty: start the embedded PostgreSQL
     redis_url: str = ""  # empty: start the embedded Redis
+    workers: int = Field(default=1, ge=0, le=MAX_WORKERS)  # job workers (queued consultations)
 
 
 @dataclass(frozen=True)
@@ -57,10 +63,11 @@ class Stack:
     base_port: int
     database_url: str = ""
     redis_url: str = ""
+    workers: int = 1
 
     @classmethod
     def from_settings(cls, s: StackSettings) -> Stack:
-        return cls(s.state_dir.resolve(), s.base_port, s.database_url, s.redis_url)
+        return cls(s.state_dir.resolve(), s.base_port, s.database_url, s.redis_url, s.workers)
 
     def port(self, part: str) -> int:
         return self.base_port + _OFFSETS[part]

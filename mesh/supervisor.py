@@ -19,7 +19,14 @@ import time
 from pathlib import Path
 
 from mesh.components import Component, components
-from mesh.stack import CLIENT_IDENTITIES, SERVICES, Stack, StackSettings, write_status
+from mesh.stack import (
+    CLIENT_IDENTITIES,
+    SERVICES,
+    WORKER_IDENTITY,
+    Stack,
+    StackSettings,
+    write_status,
+)
 from utimesh.kit.logging import configure_logging
 from utimesh.kit.tls import ensure_pki
 
@@ -124,7 +131,9 @@ class Supervisor:
 async def main(stack: Stack, with_edge: bool) -> int:
     stack.state_dir.mkdir(parents=True, exist_ok=True)
     # Certificates for every identity, before any part starts (they all share one dev CA).
-    await asyncio.to_thread(ensure_pki, stack.pki_dir, [*SERVICES, *CLIENT_IDENTITIES])
+    await asyncio.to_thread(
+        ensure_pki, stack.pki_dir, [*SERVICES, WORKER_IDENTITY, *CLIENT_IDENTITIES]
+    )
     os.environ["UTIMESH_TLS_DIR"] = str(
         stack.pki_dir
     )  # the supervisor's own health checks use mTLS

@@ -10,7 +10,6 @@ import argparse
 import filecmp
 import subprocess
 import sys
-import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -36,11 +35,14 @@ def generate(out: Path) -> None:
     import grpc_tools
 
     bindir = Path(sys.executable).parent
-    includes = [
-        str(PROTOS),
-        str(Path(grpc_tools.__file__).parent / "_proto"),
-        sysconfig.get_paths()["purelib"],
-    ]
+    from utimesh.kit.protopaths import googleapis_includes
+
+    with googleapis_includes() as google:
+        includes = [str(PROTOS), str(Path(grpc_tools.__file__).parent / "_proto"), *map(str, google)]
+        _protoc(out, includes, bindir)
+
+
+def _protoc(out: Path, includes: list[str], bindir: Path) -> None:
     protos = [str(p.relative_to(PROTOS)) for p in proto_files()]
     cmd = [
         sys.executable,

@@ -52,6 +52,14 @@ def note_to_proto(note: MemoryNote) -> cpb.MemoryNote:
     )
 
 
+def _visit_date(create_time: str) -> date:
+    """The (UTC) date a consultation was created: its visit date when the intake has none."""
+    try:
+        return datetime.fromisoformat(create_time).date()
+    except ValueError:
+        return date.today()
+
+
 async def _ignore(_: Progress) -> None:
     return None
 
@@ -91,16 +99,26 @@ class ConsultationApp:
         emit: Emit | None = None,
         patient_id: str = "",
         actor: str = "",
+        name: str = "",
+        memory_must_update: bool = False,
     ) -> cpb.Consultation:
         """`patient_id` (the caller's identifier, PHI) only selects the patient's memory: it
         never reaches the agents, the logs, the report or the Consultation. `actor` (the
-        caller's JWT subject) is who the audit trail records; empty: the store's own actor."""
+        caller's JWT subject) is who the audit trail records; empty: the store's own actor.
+        `name`: the consultation's name (a queued job's is derived from its operation, so that
+        every attempt of the job writes the same row); empty: a new one.
+        `memory_must_update`: a failed patient-memory update fails the call (a job worker then
+        retries, and the retry finds the stored consultation and updates memory only); else
+        it is logged and the consultation is returned anyway."""
         emit = emit or _ignore
         # AIP-155: a retried request with the same request_id gets the consultation it created.
         if (
             request_id
             and (earlier := await self.store.get_by_request_id(request_id, actor=actor)) is not None
         ):
+            if patient_id and self.patients is not None:  # finish what a crashed attempt began
+                patient = await self.patients.resolve(patient_id)
+                await self._remember(patient, intake, earlier)
             await emit(
                 Progress(
                     "finalize",
@@ -144,7 +162,7 @@ class ConsultationApp:
         )
         c = result_to_proto(
             result,
-            name=f"consultations/{uuid.uuid4()}",
+            name=name or f"consultations/{uuid.uuid4()}",
             request_id=request_id,
             create_time=datetime.now(UTC).isoformat(timespec="milliseconds"),
         )
@@ -214,19 +232,29 @@ class ConsultationApp:
                 Progress("report", 0, "done", f"{len(rendered.markdown)} characters", elapsed())
             )
         await self.store.put(c, actor=actor)
-        if patient and self.patients is not None:
-            update = update_after(
-                reported,
-                decision_from_proto(c.decision) if c.decision else None,
-                regimen_from_proto(c.regimen) if c.HasField("regimen") else None,
-                c.name,
-                date.today(),
-            )
+        if patient:
             try:
-                await self.patients.record(patient, update)
+                await self._remember(patient, reported, c)
             except Exception:  # the consultation is kept; the memory update is lost, loudly
+                if memory_must_update:
+                    raise
                 log.exception("patient memory not updated after %s", c.name)
         return c
+
+    async def _remember(self, patient: str, reported: Intake, c: cpb.Consultation) -> None:
+        """Write what consultation `c` adds to the patient's memory (once: a second call for
+        the same consultation changes nothing)."""
+        if self.patients is None:
+            return
+        visit = _visit_date(c.create_time)
+        update = update_after(
+            reported,
+            decision_from_proto(c.decision) if c.decision else None,
+            regimen_from_proto(c.regimen) if c.HasField("regimen") else None,
+            c.name,
+            visit,
+        )
+        await self.patients.record(patient, update)
 
     async def timeline(self, name: str) -> PatientMemory:
         """The memory of patient `name` ("patients/{id}"); the read is audited (Postgres)."""

@@ -7,9 +7,11 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 
 import grpc
 import redis.asyncio as aioredis
+from google.longrunning import operations_pb2_grpc
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
@@ -29,6 +31,9 @@ from services.consult.app import ConsultationApp, Limits
 from services.consult.domain.deliberation import Ports
 from services.consult.domain.memory import PatientStore
 from services.consult.domain.ports import ConsultationStore, EvidencePort, ReportPort
+from services.consult.jobs.rpcs import OPERATIONS_SERVICE, Jobs, OperationsServicer
+from services.consult.jobs.store import OperationStore
+from services.consult.jobs.stream import JobStream
 from services.consult.servicer import DOMAIN, SERVICE_NAME, ConsultationServicer
 from utimesh.cache.ratelimit import Rate, RateLimiter
 from utimesh.cache.redis_client import create_redis, redact_url
@@ -36,7 +41,7 @@ from utimesh.cache.workcache import WorkCache
 from utimesh.consult.v1 import consult_pb2_grpc
 from utimesh.db.crypto import keyring_from_env
 from utimesh.db.migrations import migrate
-from utimesh.db.pool import create_pool, redact_dsn
+from utimesh.db.pool import Pool, create_pool, redact_dsn
 from utimesh.kit.channels import service_channel
 from utimesh.kit.logging import configure_logging
 from utimesh.kit.server import ServiceSpec, serve
@@ -63,6 +68,16 @@ class ConsultSettings(ServiceSettings):
     # Shared by every service of a stack, so not UTIMESH_CONSULT_-prefixed. Empty: memory store.
     database_url: str = Field(default="", validation_alias="UTIMESH_DATABASE_URL")
     db_pool_max: int = Field(default=10, ge=1, le=100)
+    # A read replica for reads that write nothing (operations, audit listing); empty: primary.
+    database_read_url: str = Field(default="", validation_alias="UTIMESH_DATABASE_READ_URL")
+    # Queued consultations (StartConsultation), shared with the workers: attempts before a job
+    # is dead-lettered, and how long a sent job may sit unclaimed before it is sent again.
+    job_max_attempts: int = Field(
+        default=5, ge=1, le=50, validation_alias="UTIMESH_JOB_MAX_ATTEMPTS"
+    )
+    job_resend_after_seconds: float = Field(
+        default=120.0, gt=0, validation_alias="UTIMESH_JOB_RESEND_AFTER_SECONDS"
+    )
     # Shared too (UTIMESH_REDIS_URL). Empty: no rate limits here and no work cache.
     redis_url: str = Field(default="", validation_alias="UTIMESH_REDIS_URL")
     # Per caller (JWT subject) and per endpoint (Create/Stream/AskConsultation).
@@ -83,30 +98,45 @@ def build_spec(
     settings: ConsultSettings,
     patients: PatientStore | None = None,
     limiter: RateLimiter | None = None,
+    jobs: Jobs | None = None,
 ) -> ServiceSpec:
-    """`patients` defaults to an in-memory patient store (no database); `limiter` to none."""
+    """`patients` defaults to an in-memory patient store (no database); `limiter` to none;
+    `jobs` (queued consultations and google.longrunning.Operations) to none."""
+    app = build_app(ports, evidence, report, store, settings, patients)
+    servicer = ConsultationServicer(app, limiter, jobs)
+
+    def register(server: grpc.aio.Server) -> None:
+        consult_pb2_grpc.add_ConsultationServiceServicer_to_server(servicer, server)
+        if jobs is not None:
+            operations_pb2_grpc.add_OperationsServicer_to_server(
+                OperationsServicer(app, jobs), server
+            )
+
+    names = (SERVICE_NAME, OPERATIONS_SERVICE) if jobs is not None else (SERVICE_NAME,)
+    return ServiceSpec(name="consult", service_names=names, register=register, domain=DOMAIN)
+
+
+def build_app(
+    ports: Ports,
+    evidence: EvidencePort,
+    report: ReportPort,
+    store: ConsultationStore,
+    settings: ConsultSettings,
+    patients: PatientStore | None = None,
+) -> ConsultationApp:
+    """The consultation use case as the service and the workers both run it."""
     limits = Limits(
         default_rounds=settings.max_rounds,
         budget_s=settings.consultation_budget_seconds,
         agent_timeout_s=settings.agent_timeout_seconds,
     )
-    servicer = ConsultationServicer(
-        ConsultationApp(
-            ports,
-            evidence,
-            report,
-            store,
-            limits,
-            patients=patients if patients is not None else MemoryPatientStore(),
-        ),
-        limiter,
-    )
-
-    def register(server: grpc.aio.Server) -> None:
-        consult_pb2_grpc.add_ConsultationServiceServicer_to_server(servicer, server)
-
-    return ServiceSpec(
-        name="consult", service_names=(SERVICE_NAME,), register=register, domain=DOMAIN
+    return ConsultationApp(
+        ports,
+        evidence,
+        report,
+        store,
+        limits,
+        patients=patients if patients is not None else MemoryPatientStore(),
     )
 
 
@@ -117,28 +147,68 @@ async def build_store(
     return (await build_stores(settings, resources, actor))[0]
 
 
+@dataclass(frozen=True)
+class Databases:
+    """The primary's pool (writes, and reads that are audited: an audited read writes its
+    event) and the pool reads that write nothing use (a replica's, or the primary's)."""
+
+    pool: Pool
+    read_pool: Pool
+
+
+async def build_databases(
+    settings: ConsultSettings, resources: AsyncExitStack, application: str
+) -> Databases | None:
+    """Pools for UTIMESH_DATABASE_URL (schema migrated at start) and UTIMESH_DATABASE_READ_URL;
+    None without a database. Closed with `resources`."""
+    if not settings.database_url:
+        return None
+    pool = await create_pool(
+        settings.database_url, application_name=application, max_size=settings.db_pool_max
+    )
+    resources.push_async_callback(pool.close)
+    result = await migrate(pool)
+    log.info("PostgreSQL at %s (schema %04d)", redact_dsn(settings.database_url), result.version)
+    read_pool = pool
+    if settings.database_read_url:
+        read_pool = await create_pool(
+            settings.database_read_url,
+            application_name=f"{application}-read",
+            max_size=settings.db_pool_max,
+        )
+        resources.push_async_callback(read_pool.close)
+        log.info("reads that write nothing use %s", redact_dsn(settings.database_read_url))
+    return Databases(pool, read_pool)
+
+
 async def build_stores(
     settings: ConsultSettings, resources: AsyncExitStack, actor: str
 ) -> tuple[ConsultationStore, PatientStore]:
     """The consultation and patient stores: on Postgres (schema migrated at start, patient
     identifiers sealed with the key ring of UTIMESH_PHI_KEYS or the dev key file) when
     UTIMESH_DATABASE_URL is set, else in memory."""
-    if not settings.database_url:
+    dbs = await build_databases(settings, resources, "utimesh-consult")
+    if dbs is None:
         log.warning("UTIMESH_DATABASE_URL is not set: consultations are kept in memory only")
         return MemoryConsultationStore(), MemoryPatientStore()
-    pool = await create_pool(
-        settings.database_url, application_name="utimesh-consult", max_size=settings.db_pool_max
-    )
-    resources.push_async_callback(pool.close)
-    result = await migrate(pool)
-    log.info(
-        "consultations stored in PostgreSQL at %s (schema %04d)",
-        redact_dsn(settings.database_url),
-        result.version,
-    )
+    return stores_on(dbs, actor)
+
+
+def stores_on(dbs: Databases, actor: str) -> tuple[ConsultationStore, PatientStore]:
     return (
-        PostgresConsultationStore(pool, actor=actor),
-        PostgresPatientStore(pool, keyring_from_env(), actor=actor),
+        PostgresConsultationStore(dbs.pool, actor=actor, read_pool=dbs.read_pool),
+        PostgresPatientStore(dbs.pool, keyring_from_env(), actor=actor),
+    )
+
+
+def operation_store(settings: ConsultSettings, dbs: Databases, actor: str) -> OperationStore:
+    return OperationStore(
+        dbs.pool,
+        keyring_from_env(),
+        read_pool=dbs.read_pool,
+        max_attempts=settings.job_max_attempts,
+        resend_after_s=settings.job_resend_after_seconds,
+        actor=actor,
     )
 
 
@@ -201,14 +271,24 @@ async def _main(settings: ConsultSettings, on_started: Callable[[int], None] | N
     async with AsyncExitStack() as resources:  # closes the pool after the server has drained
         for channel in channels:
             resources.push_async_callback(channel.close)
-        store, patients = await build_stores(settings, resources, caller)
+        dbs = await build_databases(settings, resources, "utimesh-consult")
+        store: ConsultationStore = MemoryConsultationStore()
+        patients: PatientStore = MemoryPatientStore()
+        if dbs is None:
+            log.warning("UTIMESH_DATABASE_URL is not set: consultations are kept in memory only")
+        else:
+            store, patients = stores_on(dbs, caller)
         evidence: EvidencePort = GrpcEvidence(channels[3])
-        limiter = None
+        limiter, jobs = None, None
         if (redis := await build_redis(settings, resources)) is not None:
             ports, evidence = with_cache(redis, settings, ports, evidence)
             limiter = rate_limiter(redis, settings)
+            if dbs is not None:
+                jobs = Jobs(operation_store(settings, dbs, caller), JobStream(redis))
+        if jobs is None:
+            log.warning("no job queue (needs PostgreSQL and Redis): StartConsultation is off")
         spec = build_spec(
-            ports, evidence, GrpcReport(channels[4]), store, settings, patients, limiter
+            ports, evidence, GrpcReport(channels[4]), store, settings, patients, limiter, jobs
         )
         await serve(spec, settings, on_started)
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import grpc
+from google.longrunning import operations_pb2
 
 from services.consult.app import ConsultationApp, Emit
 from services.consult.domain.deliberation import Progress
+from services.consult.jobs.rpcs import Jobs, start_consultation
 from services.consult.mapping import progress_to_proto
 from services.consult.memory_rpcs import MemoryRpcs
 from services.consult.record_rpcs import RecordRpcs
@@ -17,7 +20,7 @@ from utimesh.codec.clinical import intake_from_proto
 from utimesh.consult.v1 import consult_pb2 as cpb
 from utimesh.consult.v1 import consult_pb2_grpc
 from utimesh.kit.caller import caller_of
-from utimesh.kit.errors import FieldViolation, InvalidArgument, ResourceExhausted
+from utimesh.kit.errors import FieldViolation, InvalidArgument, ResourceExhausted, Unavailable
 from utimesh.report.v1 import report_pb2 as rpb
 
 SERVICE_NAME = "utimesh.consult.v1.ConsultationService"
@@ -27,9 +30,12 @@ MAX_QUESTION_CHARS = 1000
 
 
 class ConsultationServicer(MemoryRpcs, RecordRpcs, consult_pb2_grpc.ConsultationServiceServicer):
-    def __init__(self, app: ConsultationApp, limiter: RateLimiter | None = None) -> None:
+    def __init__(
+        self, app: ConsultationApp, limiter: RateLimiter | None = None, jobs: Jobs | None = None
+    ) -> None:
         self.app = app
         self.limiter = limiter  # None: no rate limits in this service (the edge's still apply)
+        self.jobs = jobs  # None: no job queue (StartConsultation says so)
 
     async def _rate_limit(self, endpoint: str, context: grpc.aio.ServicerContext) -> None:
         """Count the call against the caller's (JWT subject's) limit for `endpoint`."""
@@ -44,7 +50,10 @@ class ConsultationServicer(MemoryRpcs, RecordRpcs, consult_pb2_grpc.Consultation
             )
 
     def _rounds(
-        self, request: cpb.CreateConsultationRequest | cpb.StreamConsultationRequest
+        self,
+        request: cpb.CreateConsultationRequest
+        | cpb.StreamConsultationRequest
+        | cpb.StartConsultationRequest,
     ) -> int:
         violations = []
         if not request.HasField("intake"):
@@ -92,6 +101,19 @@ class ConsultationServicer(MemoryRpcs, RecordRpcs, consult_pb2_grpc.Consultation
     ) -> cpb.CreateConsultationResponse:
         await self._rate_limit("CreateConsultation", context)
         return cpb.CreateConsultationResponse(consultation=await self._run(request, context))
+
+    async def StartConsultation(
+        self, request: cpb.StartConsultationRequest, context: grpc.aio.ServicerContext
+    ) -> operations_pb2.Operation:
+        await self._rate_limit("StartConsultation", context)
+        self._rounds(request)
+        # Bad input is answered now, not found by a worker later: triage checks the intake and
+        # the profile (its answer is cached for the worker). Triage down: queue it anyway.
+        with contextlib.suppress(Unavailable):
+            await self.app.ports.triage.assess(
+                intake_from_proto(request.intake), request.profile, self.app.limits.agent_timeout_s
+            )
+        return await start_consultation(self.jobs, request, self._actor(context))
 
     async def StreamConsultation(
         self, request: cpb.StreamConsultationRequest, context: grpc.aio.ServicerContext

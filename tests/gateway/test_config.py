@@ -21,7 +21,7 @@ from gateway.descriptor import (
 )
 from gateway.envoy import EnvoyError, validate
 from gateway.policy import ADMIN_ROUTES, METHOD_ROLES, grpc_path
-from gateway.settings import CONSULT_SERVICE
+from gateway.settings import EDGE_SERVICES
 from tests.gateway.harness import make_pki
 from utimesh.consult.v1 import consult_pb2
 
@@ -161,7 +161,7 @@ def test_strict_json_script_is_generated_and_its_answers_pass_through(
     hcm = _hcm(bootstrap_dict(_settings(tmp_path), descriptor))
     lua = next(f for f in hcm["httpFilters"] if f["name"] == "envoy.filters.http.lua")
     source = lua["typedConfig"]["defaultSourceCode"]["inlineString"]
-    assert source == strict_json.generate(load_descriptor_set(descriptor), [CONSULT_SERVICE])
+    assert source == strict_json.generate(load_descriptor_set(descriptor), list(EDGE_SERVICES))
     for pattern in ("^/v1/consultations$", "^/v1/consultations:stream$"):
         assert f'method = "POST", pattern = "{pattern}"' in source
     # The script knows the transcoder's routes only if these stay as they are: the same
@@ -171,7 +171,7 @@ def test_strict_json_script_is_generated_and_its_answers_pass_through(
         for f in hcm["httpFilters"]
         if f["name"] == "envoy.filters.http.grpc_json_transcoder"
     )
-    assert transcoder["services"] == [CONSULT_SERVICE]
+    assert transcoder["services"] == list(EDGE_SERVICES)
     assert not transcoder.get("autoMapping")
     assert transcoder["protoDescriptor"] == str(descriptor)
     # The script's complete google.rpc.Status bodies are not re-wrapped by the 400 mapper.

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway.descriptor import build_with_protoc, descriptor_set_from_modules, load_descriptor_set
-from gateway.settings import CONSULT_SERVICE
+from gateway.settings import CONSULT_SERVICE, EDGE_SERVICES
 from gateway.strict_json import (
     MapOf,
     Schema,
@@ -56,8 +56,8 @@ def test_default_json_names_are_protocs(tmp_path: Path) -> None:
 
 def test_both_descriptor_sources_give_the_same_script(tmp_path: Path) -> None:
     from_protoc = load_descriptor_set(build_with_protoc(tmp_path / "consult.pb"))
-    assert generate(from_protoc, [CONSULT_SERVICE]) == generate(
-        descriptor_set_from_modules(), [CONSULT_SERVICE]
+    assert generate(from_protoc, list(EDGE_SERVICES)) == generate(
+        descriptor_set_from_modules(), list(EDGE_SERVICES)
     )
 
 
@@ -65,6 +65,7 @@ def test_consult_bodies(consult_schema: Schema) -> None:
     routes = {(r.method, r.template): r.body for r in consult_schema.routes}
     assert routes == {
         ("POST", "/v1/consultations"): f"{CONSULT}.CreateConsultationRequest",
+        ("POST", "/v1/consultations:start"): f"{CONSULT}.StartConsultationRequest",
         ("POST", "/v1/consultations:stream"): f"{CONSULT}.StreamConsultationRequest",
         ("POST", "/v1/{name=consultations/*}:ask"): f"{CONSULT}.AskConsultationRequest",
         ("POST", "/v1/{name=consultations/*}:signOff"): f"{CONSULT}.SignOffConsultationRequest",
@@ -87,6 +88,14 @@ def test_consult_bodies(consult_schema: Schema) -> None:
         "name",
         "question",
     }
+
+
+def test_operation_bodies_are_checked_too() -> None:
+    schema = build_schema(descriptor_set_from_modules(), list(EDGE_SERVICES))
+    routes = {(r.method, r.template): r.body for r in schema.routes}
+    cancel = routes[("POST", "/v1/{name=operations/**}:cancel")]
+    assert cancel == "google.longrunning.CancelOperationRequest"
+    assert set(schema.messages[cancel].keys) == {"name"}
 
 
 def test_consult_intake_keys(consult_schema: Schema) -> None:

@@ -51,6 +51,7 @@ PARTS = (
     "evidence",
     "report",
     "consult",
+    "worker-1",
     "edge",
 )
 # Every port a stack listens on (mesh.stack: edge = base, admin base+1, services +10..+15,
@@ -64,6 +65,7 @@ PORT_NAMES = (
     "pharmacist",
     "evidence",
     "report",
+    "worker-1",
     "postgres",
     "redis",
 )
@@ -316,6 +318,38 @@ def test_status_shows_every_part_healthy(running: Running) -> None:
         port = running.stack.port(name)
         assert int(part["port"]) == port
         assert process_alive(int(part["pid"])), name
+
+
+async def _get(url: str, token: str) -> tuple[int, dict[str, Any]]:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session,
+        session.get(url, headers={"authorization": f"Bearer {token}"}) as response,
+    ):
+        return response.status, json.loads(await response.text() or "{}")
+
+
+def test_a_queued_consultation_through_the_edge_and_a_worker(running: Running) -> None:
+    """POST /v1/consultations:start answers at once with an operation; the stack's worker runs
+    it; GET /v1/operations/{id} shows it done with the consultation as its response."""
+    url = running.stack.rest_url
+    code, op = asyncio.run(_post(f"{url}/v1/consultations:start", request_body(), running.token))
+    assert code == 200, f"{code} {op}\n{explain(running.stack)}"
+    assert op["name"].startswith("operations/") and op["done"] is False
+    assert op["metadata"]["@type"].endswith("utimesh.consult.v1.ConsultationOperationMetadata")
+    deadline = time.monotonic() + 60
+    while True:
+        code, got = asyncio.run(_get(f"{url}/v1/{op['name']}", running.token))
+        assert code == 200, f"{code} {got}"
+        if got["done"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert got["done"], f"not done in 60 s: {got}\n{explain(running.stack)}"
+    assert got["metadata"]["state"] == "OPERATION_STATE_SUCCEEDED"
+    c = got["response"]
+    assert c["@type"].endswith("utimesh.consult.v1.Consultation")
+    assert_fully_reviewed(c)
+    code, listed = asyncio.run(_get(f"{url}/v1/operations?filter=done%3Dtrue", running.token))
+    assert code == 200 and op["name"] in [o["name"] for o in listed["operations"]]
 
 
 def test_consultation_round_trip_through_the_edge(running: Running) -> None:

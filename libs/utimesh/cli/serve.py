@@ -33,6 +33,12 @@ _SERVICES = {
         "ConsultSettings",
         "The consultation service (default port 50050).",
     ),
+    "worker": (
+        "services.consult.worker_main",
+        "WorkerSettings",
+        "A job worker: runs queued consultations (StartConsultation) from the Redis stream;"
+        " health on port 50056 by default. Run several to scale.",
+    ),
 }
 
 

@@ -137,10 +137,21 @@ def stop_stack(stack: Stack, wait_s: float = 60.0) -> bool:
     show_default=True,
     help="Seconds to wait for every part to be healthy.",
 )
-def up(state_dir: Path | None, base_port: int | None, no_edge: bool, wait_s: float) -> None:
-    """Start the whole stack (PostgreSQL, Redis, the six services, the edge) and wait for health.
+@click.option(
+    "--workers",
+    type=click.IntRange(0, 4),
+    default=None,
+    help="Job workers for queued consultations (env UTIMESH_WORKERS, default 1).",
+)
+def up(
+    state_dir: Path | None, base_port: int | None, no_edge: bool, wait_s: float, workers: int | None
+) -> None:
+    """Start the whole stack (PostgreSQL, Redis, the six services, the job workers, the edge)
+    and wait for health.
 
     If the stack is already running, restarts whatever is down and waits again."""
+    if workers is not None:
+        os.environ["UTIMESH_WORKERS"] = str(workers)  # read by the supervisor it starts
     stack = make_stack(state_dir, base_port)
     click.echo(f"starting the stack (logs in {stack.logs}) ...")
     try:

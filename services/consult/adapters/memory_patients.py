@@ -19,6 +19,7 @@ class MemoryPatientStore:
         self._key = secrets.token_bytes(32)
         self._ids: dict[bytes, str] = {}
         self._memory: dict[str, PatientMemory] = {}
+        self._recorded: set[str] = set()  # consultations whose update is in memory
 
     async def resolve(self, external_id: str) -> str:
         digest = hmac.new(self._key, external_id.encode(), hashlib.sha256).digest()
@@ -32,12 +33,17 @@ class MemoryPatientStore:
     async def load(self, patient: str, *, audit_read: bool = False) -> PatientMemory | None:
         return self._memory.get(patient)
 
-    async def record(self, patient: str, update: MemoryUpdate) -> None:
+    async def record(self, patient: str, update: MemoryUpdate) -> bool:
+        if update.source_consultation:
+            if update.source_consultation in self._recorded:
+                return False
+            self._recorded.add(update.source_consultation)
         memory = self._memory.get(patient, PatientMemory())
         episodes = (*memory.episodes, update.episode) if update.episode else memory.episodes
         self._memory[patient] = replace(
             memory, episodes=episodes, facts=(*memory.facts, *update.facts)
         )
+        return True
 
     async def set_episode_outcome(
         self,

@@ -130,11 +130,18 @@ class PostgresPatientStore:
             ),
         )
 
-    async def record(self, patient: str, update: MemoryUpdate) -> None:
+    async def record(self, patient: str, update: MemoryUpdate) -> bool:
         pid = patient_uuid(patient)
         if pid is None:
             raise ValueError("not a patient name")
         async with self.pool.acquire() as conn, conn.transaction():
+            if update.source_consultation and not await conn.fetchval(
+                "INSERT INTO memory_updates (source_consultation, patient_id) VALUES ($1, $2)"
+                " ON CONFLICT (source_consultation) DO NOTHING RETURNING true",
+                update.source_consultation,
+                pid,
+            ):
+                return False  # recorded by an earlier attempt of the same consultation
             ep = update.episode
             if ep is not None:
                 await conn.execute(
@@ -171,11 +178,10 @@ class PostgresPatientStore:
                 payload={
                     "episode": ep is not None,
                     "facts": len(update.facts),
-                    "source_consultation": ep.source_consultation
-                    if ep
-                    else (update.facts[0].source_consultation if update.facts else ""),
+                    "source_consultation": update.source_consultation,
                 },
             )
+        return True
 
     async def set_episode_outcome(
         self,

@@ -105,8 +105,11 @@ class PostgresConsultationStore:
     """ConsultationStore on PostgreSQL (tables of migrations 0001 and 0003). `actor` is recorded in the
     audit events it appends."""
 
-    def __init__(self, pool: Pool, *, actor: str = "consult") -> None:
+    def __init__(
+        self, pool: Pool, *, actor: str = "consult", read_pool: Pool | None = None
+    ) -> None:
         self.pool = pool
+        self.read_pool = read_pool or pool  # reads that write nothing (no audit event)
         self.actor = actor
 
     async def put(self, consultation: cpb.Consultation, *, actor: str = "") -> None:
@@ -322,7 +325,7 @@ class PostgresConsultationStore:
         """Up to `limit` audit events, newest first (seq < before_seq; about `resource`)."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
-        async with self.pool.acquire() as conn:
+        async with self.read_pool.acquire() as conn:
             rows = await conn.fetch(
                 f"SELECT {_AUDIT_COLUMNS} FROM audit_events"
                 " WHERE ($1::bigint IS NULL OR seq < $1) AND ($2::text IS NULL OR resource = $2)"

@@ -107,8 +107,12 @@ class MemoryNote:
 
 @dataclass(frozen=True, slots=True)
 class MemoryUpdate:
+    """What one consultation adds to a patient's memory; recorded at most once per
+    `source_consultation`, however often the consultation's job is retried."""
+
     episode: RecordedEpisode | None
     facts: tuple[RecordedFact, ...]
+    source_consultation: str = ""
 
 
 class PatientStore(Protocol):
@@ -122,7 +126,10 @@ class PatientStore(Protocol):
         """The patient's memory; None when no such patient."""
         ...
 
-    async def record(self, patient: str, update: MemoryUpdate) -> None: ...
+    async def record(self, patient: str, update: MemoryUpdate) -> bool:
+        """Add `update` to the patient's memory; False (and nothing added) when the update of
+        `update.source_consultation` was recorded before (a retried job)."""
+        ...
 
     async def set_episode_outcome(
         self,
@@ -362,4 +369,4 @@ def update_after(
             recorded_on=visit,
             source_consultation=source_consultation,
         )
-    return MemoryUpdate(episode, tuple(facts))
+    return MemoryUpdate(episode, tuple(facts), source_consultation)

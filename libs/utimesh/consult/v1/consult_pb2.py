@@ -23,13 +23,14 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
 from utimesh.agents.v1 import agents_pb2 as utimesh_dot_agents_dot_v1_dot_agents__pb2
 from utimesh.clinical.v1 import clinical_pb2 as utimesh_dot_clinical_dot_v1_dot_clinical__pb2
 from utimesh.evidence.v1 import evidence_pb2 as utimesh_dot_evidence_dot_v1_dot_evidence__pb2
 from utimesh.triage.v1 import triage_pb2 as utimesh_dot_triage_dot_v1_dot_triage__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n utimesh/consult/v1/consult.proto\x12\x12utimesh.consult.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1eutimesh/agents/v1/agents.proto\x1a\"utimesh/clinical/v1/clinical.proto\x1a\"utimesh/evidence/v1/evidence.proto\x1a\x1eutimesh/triage/v1/triage.proto\"\x9c\x01\n\x1aSignOffConsultationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32!.utimesh.consult.v1.SignOffAction\x12-\n\x07regimen\x18\x03 \x01(\x0b\x32\x1c.utimesh.clinical.v1.Regimen\x12\x0e\n\x06reason\x18\x04 \x01(\t\"U\n\x1bSignOffConsultationResponse\x12\x36\n\x0c\x63onsultation\x18\x01 \x01(\x0b\x32 .utimesh.consult.v1.Consultation\"p\n\x15RecordFollowUpRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x35\n\x07\x61nswers\x18\x02 \x01(\x0b\x32$.utimesh.clinical.v1.FollowUpAnswers\x12\x12\n\nvisit_date\x18\x03 \x01(\t\"\x87\x01\n\x16RecordFollowUpResponse\x12\x38\n\x06triage\x18\x01 \x01(\x0b\x32(.utimesh.triage.v1.AssessPatientResponse\x12\x33\n\x07outcome\x18\x02 \x01(\x0e\x32\".utimesh.consult.v1.EpisodeOutcome\"\x86\x01\n\x13SubmitReviewRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1c\n\x14\x61grees_with_decision\x18\x02 \x01(\x08\x12\x18\n\x10\x61grees_with_plan\x18\x03 \x01(\x08\x12\x18\n\x10\x65rror_categories\x18\x04 \x03(\t\x12\x0f\n\x07\x63omment\x18\x05 \x01(\t\"$\n\x14SubmitReviewResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\x19GetPatientTimelineRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"^\n\x0cRecordedFact\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x13\n\x0brecorded_on\x18\x03 \x01(\t\x12\x1b\n\x13source_consultation\x18\x04 \x01(\t\"\xe4\x01\n\x07\x45pisode\x12\x12\n\nonset_date\x18\x01 \x01(\t\x12\x1a\n\x12treatment_end_date\x18\x02 \x01(\t\x12-\n\x07regimen\x18\x03 \x01(\x0b\x32\x1c.utimesh.clinical.v1.Regimen\x12/\n\x08\x64\x65\x63ision\x18\x04 \x01(\x0e\x32\x1d.utimesh.clinical.v1.Decision\x12\x33\n\x07outcome\x18\x05 \x01(\x0e\x32\".utimesh.consult.v1.EpisodeOutcome\x12\x14\n\x0c\x63onsultation\x18\x06 \x01(\t\"\xb5\x02\n\x1aGetPatientTimelineResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x08\x65pisodes\x18\x02 \x03(\x0b\x32\x1b.utimesh.consult.v1.Episode\x12\x33\n\tallergies\x18\x03 \x03(\x0b\x32 .utimesh.consult.v1.RecordedFact\x12\x35\n\x0bmedications\x18\x04 \x03(\x0b\x32 .utimesh.consult.v1.RecordedFact\x12\x39\n\x0fkidney_function\x18\x05 \x03(\x0b\x32 .utimesh.consult.v1.RecordedFact\x12\x33\n\tpregnancy\x18\x06 \x03(\x0b\x32 .utimesh.consult.v1.RecordedFact\"Q\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\t\"\x8b\x01\n\nAuditEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\n\n\x02\x61t\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x10\n\x08resource\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x0c\n\x04hash\x18\x07 \x01(\t\x12\x11\n\tprev_hash\x18\x08 \x01(\t\"b\n\x17ListAuditEventsResponse\x12.\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1e.utimesh.consult.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x16GetConsultationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"Q\n\x17GetConsultationResponse\x12\x36\n\x0c\x63onsultation\x18\x01 \x01(\x0b\x32 .utimesh.consult.v1.Consultation\"8\n\x16\x41skConsultationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\"\x89\x01\n\x17\x41skConsultationResponse\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12\x13\n\x0bsection_ids\x18\x03 \x03(\t\x12\x13\n\x0bpassage_ids\x18\x04 \x03(\t\x12\x10\n\x08rule_ids\x18\x05 \x03(\t\x12\x14\n\x0cgenerated_by\x18\x06 \x01(\t\"\x95\x01\n\x19\x43reateConsultationRequest\x12+\n\x06intake\x18\x01 \x01(\x0b\x32\x1b.utimesh.clinical.v1.Intake\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x12\n\nmax_rounds\x18\x04 \x01(\x05\x12\x12\n\npatient_id\x18\x05 \x01(\t\"T\n\x1a\x43reateConsultationResponse\x12\x36\n\x0c\x63onsultation\x18\x01 \x01(\x0b\x32 .utimesh.consult.v1.Consultation\"\x95\x01\n\x19StreamConsultationRequest\x12+\n\x06intake\x18\x01 \x01(\x0b\x32\x1b.utimesh.clinical.v1.Intake\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x12\n\nmax_rounds\x18\x04 \x01(\x05\x12\x12\n\npatient_id\x18\x05 \x01(\t\"\x91\x01\n\x1aStreamConsultationResponse\x12\x30\n\x08progress\x18\x01 \x01(\x0b\x32\x1c.utimesh.consult.v1.ProgressH\x00\x12\x38\n\x0c\x63onsultation\x18\x02 \x01(\x0b\x32 .utimesh.consult.v1.ConsultationH\x00\x42\x07\n\x05\x65vent\"\\\n\x08Progress\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x12\n\nelapsed_ms\x18\x05 \x01(\x01\"[\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x15\n\routput_tokens\x18\x02 \x01(\x05\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\x12\x13\n\x0bmodel_calls\x18\x04 \x01(\x05\"\xce\x02\n\x0fTranscriptEntry\x12\r\n\x05round\x18\x01 \x01(\x05\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0f\n\x07summary\x18\x04 \x01(\t\x12(\n\x03run\x18\x05 \x01(\x0b\x32\x1b.utimesh.agents.v1.AgentRun\x12-\n\x07regimen\x18\x06 \x01(\x0b\x32\x1c.utimesh.clinical.v1.Regimen\x12\x34\n\nviolations\x18\x07 \x03(\x0b\x32 .utimesh.triage.v1.PlanViolation\x12+\n\x07verdict\x18\x08 \x01(\x0e\x32\x1a.utimesh.agents.v1.Verdict\x12,\n\x08\x63oncerns\x18\t \x03(\x0b\x32\x1a.utimesh.agents.v1.Concern\x12\x12\n\nelapsed_ms\x18\n \x01(\x01\"\xd7\x07\n\x0c\x43onsultation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12,\n\x07outcome\x18\x03 \x01(\x0e\x32\x1b.utimesh.consult.v1.Outcome\x12?\n\x11\x65scalation_reason\x18\x04 \x01(\x0e\x32$.utimesh.consult.v1.EscalationReason\x12/\n\x08\x64\x65\x63ision\x18\x05 \x01(\x0e\x32\x1d.utimesh.clinical.v1.Decision\x12-\n\x07regimen\x18\x06 \x01(\x0b\x32\x1c.utimesh.clinical.v1.Regimen\x12\x1f\n\x17needs_prescriber_review\x18\x07 \x01(\x08\x12\x17\n\x0fmissing_reviews\x18\x08 \x03(\t\x12\x0e\n\x06rounds\x18\t \x01(\x05\x12\x37\n\ntranscript\x18\n \x03(\x0b\x32#.utimesh.consult.v1.TranscriptEntry\x12\x38\n\x06triage\x18\x0b \x01(\x0b\x32(.utimesh.triage.v1.AssessPatientResponse\x12\x39\n\nassessment\x18\x0c \x01(\x0b\x32%.utimesh.agents.v1.ClinicalAssessment\x12\x33\n\x06review\x18\r \x01(\x0b\x32#.utimesh.agents.v1.PharmacistReview\x12(\n\x05usage\x18\x0e \x01(\x0b\x32\x19.utimesh.consult.v1.Usage\x12\x0e\n\x06notice\x18\x0f \x01(\t\x12\x13\n\x0b\x63reate_time\x18\x10 \x01(\t\x12\x37\n\ngroundings\x18\x11 \x03(\x0b\x32#.utimesh.evidence.v1.ClaimGrounding\x12\x16\n\x0e\x63orpus_version\x18\x12 \x01(\t\x12\x17\n\x0freport_markdown\x18\x13 \x01(\t\x12\x15\n\rreport_sha256\x18\x14 \x01(\t\x12+\n\x06intake\x18\x15 \x01(\x0b\x32\x1b.utimesh.clinical.v1.Intake\x12\x0f\n\x07patient\x18\x16 \x01(\t\x12\x34\n\x0cmemory_notes\x18\x17 \x03(\x0b\x32\x1e.utimesh.consult.v1.MemoryNote\x12\x36\n\x06status\x18\x18 \x01(\x0e\x32&.utimesh.consult.v1.ConsultationStatus\x12-\n\x08sign_off\x18\x19 \x01(\x0b\x32\x1b.utimesh.consult.v1.SignOff\"x\n\nMemoryNote\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".utimesh.consult.v1.MemoryNoteKind\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x1b\n\x13source_consultation\x18\x04 \x01(\t\"\x93\x01\n\x07SignOff\x12\x31\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32!.utimesh.consult.v1.SignOffAction\x12\n\n\x02\x62y\x18\x02 \x01(\t\x12\n\n\x02\x61t\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12-\n\x07regimen\x18\x05 \x01(\x0b\x32\x1c.utimesh.clinical.v1.Regimen*\xad\x01\n\x0e\x45pisodeOutcome\x12\x1f\n\x1b\x45PISODE_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45PISODE_OUTCOME_ONGOING\x10\x01\x12\x1d\n\x19\x45PISODE_OUTCOME_IMPROVING\x10\x02\x12\x1a\n\x16\x45PISODE_OUTCOME_FAILED\x10\x03\x12\"\n\x1e\x45PISODE_OUTCOME_ADVERSE_EFFECT\x10\x04*~\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x12\n\x0eOUTCOME_AGREED\x10\x01\x12\x17\n\x13OUTCOME_NOT_TREATED\x10\x02\x12\x15\n\x11OUTCOME_ESCALATED\x10\x03\x12\x16\n\x12OUTCOME_UNREVIEWED\x10\x04*\xb5\x01\n\x10\x45scalationReason\x12!\n\x1d\x45SCALATION_REASON_UNSPECIFIED\x10\x00\x12)\n%ESCALATION_REASON_PHARMACIST_REJECTED\x10\x01\x12\"\n\x1e\x45SCALATION_REASON_NO_AGREEMENT\x10\x02\x12/\n+ESCALATION_REASON_AGENT_CONTRADICTED_TRIAGE\x10\x03*\xa8\x01\n\x0eMemoryNoteKind\x12 \n\x1cMEMORY_NOTE_KIND_UNSPECIFIED\x10\x00\x12&\n\"MEMORY_NOTE_KIND_ADDED_FROM_RECORD\x10\x01\x12\"\n\x1eMEMORY_NOTE_KIND_CONTRADICTION\x10\x02\x12(\n$MEMORY_NOTE_KIND_EPISODE_FROM_RECORD\x10\x03*\xbd\x01\n\x12\x43onsultationStatus\x12#\n\x1f\x43ONSULTATION_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43ONSULTATION_STATUS_DRAFT\x10\x01\x12 \n\x1c\x43ONSULTATION_STATUS_APPROVED\x10\x02\x12\x1f\n\x1b\x43ONSULTATION_STATUS_AMENDED\x10\x03\x12 \n\x1c\x43ONSULTATION_STATUS_REJECTED\x10\x04*\x84\x01\n\rSignOffAction\x12\x1f\n\x1bSIGN_OFF_ACTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17SIGN_OFF_ACTION_APPROVE\x10\x01\x12\x19\n\x15SIGN_OFF_ACTION_AMEND\x10\x02\x12\x1a\n\x16SIGN_OFF_ACTION_REJECT\x10\x03\x32\xe7\n\n\x13\x43onsultationService\x12\x91\x01\n\x12\x43reateConsultation\x12-.utimesh.consult.v1.CreateConsultationRequest\x1a..utimesh.consult.v1.CreateConsultationResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/consultations:\x01*\x12\x9a\x01\n\x12StreamConsultation\x12-.utimesh.consult.v1.StreamConsultationRequest\x1a..utimesh.consult.v1.StreamConsultationResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/consultations:stream:\x01*0\x01\x12\x8e\x01\n\x0fGetConsultation\x12*.utimesh.consult.v1.GetConsultationRequest\x1a+.utimesh.consult.v1.GetConsultationResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/{name=consultations/*}\x12\x95\x01\n\x0f\x41skConsultation\x12*.utimesh.consult.v1.AskConsultationRequest\x1a+.utimesh.consult.v1.AskConsultationResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/{name=consultations/*}:ask:\x01*\x12\xa5\x01\n\x13SignOffConsultation\x12..utimesh.consult.v1.SignOffConsultationRequest\x1a/.utimesh.consult.v1.SignOffConsultationResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/{name=consultations/*}:signOff:\x01*\x12\x97\x01\n\x0eRecordFollowUp\x12).utimesh.consult.v1.RecordFollowUpRequest\x1a*.utimesh.consult.v1.RecordFollowUpResponse\".\x82\xd3\xe4\x93\x02(\"#/v1/{name=consultations/*}:followUp:\x01*\x12\x8f\x01\n\x0cSubmitReview\x12\'.utimesh.consult.v1.SubmitReviewRequest\x1a(.utimesh.consult.v1.SubmitReviewResponse\",\x82\xd3\xe4\x93\x02&\"!/v1/{name=consultations/*}:review:\x01*\x12\x9b\x01\n\x12GetPatientTimeline\x12-.utimesh.consult.v1.GetPatientTimelineRequest\x1a..utimesh.consult.v1.GetPatientTimelineResponse\"&\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{name=patients/*}/timeline\x12\x83\x01\n\x0fListAuditEvents\x12*.utimesh.consult.v1.ListAuditEventsRequest\x1a+.utimesh.consult.v1.ListAuditEventsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/auditEventsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n utimesh/consult/v1/consult.proto\x12\x12utimesh.consult.v1\x1a\x1cgoogle/api/annotations.proto\x1a#google/longrunning/operations.proto\x1a\x1eutimesh/agents/v1/agents.proto\x1a\"utimesh/clinical/v1/clinical.proto\x1a\"utimesh/evidence/v1/evidence.proto\x1a\x1eutimesh/triage/v1/triage.proto\"\x9c\x01\n\x1aSignOffConsultationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32!.utimesh.consult.v1.SignOffAction\x12-\n\x07regimen\x18\x03 \x01(\x0b\x32\x1c.utimesh.clinical.v1.Regimen\x12\x0e\n\x06reason\x18\x04 \x01(\t\"U\n\x1bSignOffConsultationResponse\x12\x36\n\x0c\x63onsultation\x18\x01 \x01(\x0b\x32 .utimesh.consult.v1.Consultation\"p\n\x15RecordFollowUpRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x35\n\x07\x61nswers\x18\x02 \x01(\x0b\x32$.utimesh.clinical.v1.FollowUpAnswers\x12\x12\n\nvisit_date\x18\x03 \x01(\t\"\x87\x01\n\x16RecordFollowUpResponse\x12\x38\n\x06triage\x18\x01 \x01(\x0b\x32(.utimesh.triage.v1.AssessPatientResponse\x12\x33\n\x07outcome\x18\x02 \x01(\x0e\x32\".utimesh.consult.v1.EpisodeOutcome\"\x86\x01\n\x13SubmitReviewRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1c\n\x14\x61grees_with_decision\x18\x02 \x01(\x08\x12\x18\n\x10\x61grees_with_plan\x18\x03 \x01(\x08\x12\x18\n\x10\x65rror_categories\x18\x04 \x03(\t\x12\x0f\n\x07\x63omment\x18\x05 \x01(\t\"$\n\x14SubmitReviewResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\")\n\x19GetPatientTimelineRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"^\n\x0cRecordedFact\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x13\n\x0brecorded_on\x18\x03 \x01(\t\x12\x1b\n\x13source_consultation\x18\x04 \x01(\t\"\xe4\x01\n\x07\x45pisode\x12\x12\n\nonset_date\x18\x01 \x01(\t\x12\x1a\n\x12treatment_end_date\x18\x02 \x01(\t\x12-\n\x07regimen\x18\x03 \x01(\x0b\x32\x1c.utimesh.clinical.v1.Regimen\x12/\n\x08\x64\x65\x63ision\x18\x04 \x01(\x0e\x32\x1d.utimesh.clinical.v1.Decision\x12\x33\n\x07outcome\x18\x05 \x01(\x0e\x32\".utimesh.consult.v1.EpisodeOutcome\x12\x14\n\x0c\x63onsultation\x18\x06 \x01(\t\"\xb5\x02\n\x1aGetPatientTimelineResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x08\x65pisodes\x18\x02 \x03(\x0b\x32\x1b.utimesh.consult.v1.Episode\x12\x33\n\tallergies\x18\x03 \x03(\x0b\x32 .utimesh.consult.v1.RecordedFact\x12\x35\n\x0bmedications\x18\x04 \x03(\x0b\x32 .utimesh.consult.v1.RecordedFact\x12\x39\n\x0fkidney_function\x18\x05 \x03(\x0b\x32 .utimesh.consult.v1.RecordedFact\x12\x33\n\tpregnancy\x18\x06 \x03(\x0b\x32 .utimesh.consult.v1.RecordedFact\"Q\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x10\n\x08resource\x18\x03 \x01(\t\"\x8b\x01\n\nAuditEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\n\n\x02\x61t\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x04 \x01(\t\x12\x10\n\x08resource\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x0c\n\x04hash\x18\x07 \x01(\t\x12\x11\n\tprev_hash\x18\x08 \x01(\t\"b\n\x17ListAuditEventsResponse\x12.\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1e.utimesh.consult.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"&\n\x16GetConsultationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"Q\n\x17GetConsultationResponse\x12\x36\n\x0c\x63onsultation\x18\x01 \x01(\x0b\x32 .utimesh.consult.v1.Consultation\"8\n\x16\x41skConsultationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08question\x18\x02 \x01(\t\"\x89\x01\n\x17\x41skConsultationResponse\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x02 \x01(\t\x12\x13\n\x0bsection_ids\x18\x03 \x03(\t\x12\x13\n\x0bpassage_ids\x18\x04 \x03(\t\x12\x10\n\x08rule_ids\x18\x05 \x03(\t\x12\x14\n\x0cgenerated_by\x18\x06 \x01(\t\"\x95\x01\n\x19\x43reateConsultationRequest\x12+\n\x06intake\x18\x01 \x01(\x0b\x32\x1b.utimesh.clinical.v1.Intake\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x12\n\nmax_rounds\x18\x04 \x01(\x05\x12\x12\n\npatient_id\x18\x05 \x01(\t\"\x94\x01\n\x18StartConsultationRequest\x12+\n\x06intake\x18\x01 \x01(\x0b\x32\x1b.utimesh.clinical.v1.Intake\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x12\n\nmax_rounds\x18\x04 \x01(\x05\x12\x12\n\npatient_id\x18\x05 \x01(\t\"\xa9\x02\n\x1d\x43onsultationOperationMetadata\x12\x31\n\x05state\x18\x01 \x01(\x0e\x32\".utimesh.consult.v1.OperationState\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x03 \x01(\x05\x12\x14\n\x0cmax_attempts\x18\x04 \x01(\x05\x12\x13\n\x0b\x63reate_time\x18\x05 \x01(\t\x12\x13\n\x0bupdate_time\x18\x06 \x01(\t\x12\x19\n\x11next_attempt_time\x18\x07 \x01(\t\x12\x12\n\nlast_error\x18\x08 \x01(\t\x12\x15\n\rdead_lettered\x18\t \x01(\x08\x12\x18\n\x10\x63\x61ncel_requested\x18\n \x01(\x08\x12\x14\n\x0c\x63onsultation\x18\x0b \x01(\t\"T\n\x1a\x43reateConsultationResponse\x12\x36\n\x0c\x63onsultation\x18\x01 \x01(\x0b\x32 .utimesh.consult.v1.Consultation\"\x95\x01\n\x19StreamConsultationRequest\x12+\n\x06intake\x18\x01 \x01(\x0b\x32\x1b.utimesh.clinical.v1.Intake\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x12\n\nmax_rounds\x18\x04 \x01(\x05\x12\x12\n\npatient_id\x18\x05 \x01(\t\"\x91\x01\n\x1aStreamConsultationResponse\x12\x30\n\x08progress\x18\x01 \x01(\x0b\x32\x1c.utimesh.consult.v1.ProgressH\x00\x12\x38\n\x0c\x63onsultation\x18\x02 \x01(\x0b\x32 .utimesh.consult.v1.ConsultationH\x00\x42\x07\n\x05\x65vent\"\\\n\x08Progress\x12\x0c\n\x04step\x18\x01 \x01(\t\x12\r\n\x05round\x18\x02 \x01(\x05\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x12\n\nelapsed_ms\x18\x05 \x01(\x01\"[\n\x05Usage\x12\x14\n\x0cinput_tokens\x18\x01 \x01(\x05\x12\x15\n\routput_tokens\x18\x02 \x01(\x05\x12\x10\n\x08\x63ost_usd\x18\x03 \x01(\x01\x12\x13\n\x0bmodel_calls\x18\x04 \x01(\x05\"\xce\x02\n\x0fTranscriptEntry\x12\r\n\x05round\x18\x01 \x01(\x05\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0f\n\x07summary\x18\x04 \x01(\t\x12(\n\x03run\x18\x05 \x01(\x0b\x32\x1b.utimesh.agents.v1.AgentRun\x12-\n\x07regimen\x18\x06 \x01(\x0b\x32\x1c.utimesh.clinical.v1.Regimen\x12\x34\n\nviolations\x18\x07 \x03(\x0b\x32 .utimesh.triage.v1.PlanViolation\x12+\n\x07verdict\x18\x08 \x01(\x0e\x32\x1a.utimesh.agents.v1.Verdict\x12,\n\x08\x63oncerns\x18\t \x03(\x0b\x32\x1a.utimesh.agents.v1.Concern\x12\x12\n\nelapsed_ms\x18\n \x01(\x01\"\xd7\x07\n\x0c\x43onsultation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12,\n\x07outcome\x18\x03 \x01(\x0e\x32\x1b.utimesh.consult.v1.Outcome\x12?\n\x11\x65scalation_reason\x18\x04 \x01(\x0e\x32$.utimesh.consult.v1.EscalationReason\x12/\n\x08\x64\x65\x63ision\x18\x05 \x01(\x0e\x32\x1d.utimesh.clinical.v1.Decision\x12-\n\x07regimen\x18\x06 \x01(\x0b\x32\x1c.utimesh.clinical.v1.Regimen\x12\x1f\n\x17needs_prescriber_review\x18\x07 \x01(\x08\x12\x17\n\x0fmissing_reviews\x18\x08 \x03(\t\x12\x0e\n\x06rounds\x18\t \x01(\x05\x12\x37\n\ntranscript\x18\n \x03(\x0b\x32#.utimesh.consult.v1.TranscriptEntry\x12\x38\n\x06triage\x18\x0b \x01(\x0b\x32(.utimesh.triage.v1.AssessPatientResponse\x12\x39\n\nassessment\x18\x0c \x01(\x0b\x32%.utimesh.agents.v1.ClinicalAssessment\x12\x33\n\x06review\x18\r \x01(\x0b\x32#.utimesh.agents.v1.PharmacistReview\x12(\n\x05usage\x18\x0e \x01(\x0b\x32\x19.utimesh.consult.v1.Usage\x12\x0e\n\x06notice\x18\x0f \x01(\t\x12\x13\n\x0b\x63reate_time\x18\x10 \x01(\t\x12\x37\n\ngroundings\x18\x11 \x03(\x0b\x32#.utimesh.evidence.v1.ClaimGrounding\x12\x16\n\x0e\x63orpus_version\x18\x12 \x01(\t\x12\x17\n\x0freport_markdown\x18\x13 \x01(\t\x12\x15\n\rreport_sha256\x18\x14 \x01(\t\x12+\n\x06intake\x18\x15 \x01(\x0b\x32\x1b.utimesh.clinical.v1.Intake\x12\x0f\n\x07patient\x18\x16 \x01(\t\x12\x34\n\x0cmemory_notes\x18\x17 \x03(\x0b\x32\x1e.utimesh.consult.v1.MemoryNote\x12\x36\n\x06status\x18\x18 \x01(\x0e\x32&.utimesh.consult.v1.ConsultationStatus\x12-\n\x08sign_off\x18\x19 \x01(\x0b\x32\x1b.utimesh.consult.v1.SignOff\"x\n\nMemoryNote\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".utimesh.consult.v1.MemoryNoteKind\x12\r\n\x05\x66ield\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\x12\x1b\n\x13source_consultation\x18\x04 \x01(\t\"\x93\x01\n\x07SignOff\x12\x31\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32!.utimesh.consult.v1.SignOffAction\x12\n\n\x02\x62y\x18\x02 \x01(\t\x12\n\n\x02\x61t\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12-\n\x07regimen\x18\x05 \x01(\x0b\x32\x1c.utimesh.clinical.v1.Regimen*\xad\x01\n\x0e\x45pisodeOutcome\x12\x1f\n\x1b\x45PISODE_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45PISODE_OUTCOME_ONGOING\x10\x01\x12\x1d\n\x19\x45PISODE_OUTCOME_IMPROVING\x10\x02\x12\x1a\n\x16\x45PISODE_OUTCOME_FAILED\x10\x03\x12\"\n\x1e\x45PISODE_OUTCOME_ADVERSE_EFFECT\x10\x04*\xe2\x01\n\x0eOperationState\x12\x1f\n\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16OPERATION_STATE_QUEUED\x10\x01\x12\x1b\n\x17OPERATION_STATE_RUNNING\x10\x02\x12\x1c\n\x18OPERATION_STATE_RETRYING\x10\x03\x12\x1d\n\x19OPERATION_STATE_SUCCEEDED\x10\x04\x12\x1a\n\x16OPERATION_STATE_FAILED\x10\x05\x12\x1d\n\x19OPERATION_STATE_CANCELLED\x10\x06*~\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x12\n\x0eOUTCOME_AGREED\x10\x01\x12\x17\n\x13OUTCOME_NOT_TREATED\x10\x02\x12\x15\n\x11OUTCOME_ESCALATED\x10\x03\x12\x16\n\x12OUTCOME_UNREVIEWED\x10\x04*\xb5\x01\n\x10\x45scalationReason\x12!\n\x1d\x45SCALATION_REASON_UNSPECIFIED\x10\x00\x12)\n%ESCALATION_REASON_PHARMACIST_REJECTED\x10\x01\x12\"\n\x1e\x45SCALATION_REASON_NO_AGREEMENT\x10\x02\x12/\n+ESCALATION_REASON_AGENT_CONTRADICTED_TRIAGE\x10\x03*\xa8\x01\n\x0eMemoryNoteKind\x12 \n\x1cMEMORY_NOTE_KIND_UNSPECIFIED\x10\x00\x12&\n\"MEMORY_NOTE_KIND_ADDED_FROM_RECORD\x10\x01\x12\"\n\x1eMEMORY_NOTE_KIND_CONTRADICTION\x10\x02\x12(\n$MEMORY_NOTE_KIND_EPISODE_FROM_RECORD\x10\x03*\xbd\x01\n\x12\x43onsultationStatus\x12#\n\x1f\x43ONSULTATION_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43ONSULTATION_STATUS_DRAFT\x10\x01\x12 \n\x1c\x43ONSULTATION_STATUS_APPROVED\x10\x02\x12\x1f\n\x1b\x43ONSULTATION_STATUS_AMENDED\x10\x03\x12 \n\x1c\x43ONSULTATION_STATUS_REJECTED\x10\x04*\x84\x01\n\rSignOffAction\x12\x1f\n\x1bSIGN_OFF_ACTION_UNSPECIFIED\x10\x00\x12\x1b\n\x17SIGN_OFF_ACTION_APPROVE\x10\x01\x12\x19\n\x15SIGN_OFF_ACTION_AMEND\x10\x02\x12\x1a\n\x16SIGN_OFF_ACTION_REJECT\x10\x03\x32\xc4\x0c\n\x13\x43onsultationService\x12\x91\x01\n\x12\x43reateConsultation\x12-.utimesh.consult.v1.CreateConsultationRequest\x1a..utimesh.consult.v1.CreateConsultationResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/v1/consultations:\x01*\x12\xda\x01\n\x11StartConsultation\x12,.utimesh.consult.v1.StartConsultationRequest\x1a\x1d.google.longrunning.Operation\"x\xca\x41S\n\x1futimesh.consult.v1.Consultation\x12\x30utimesh.consult.v1.ConsultationOperationMetadata\x82\xd3\xe4\x93\x02\x1c\"\x17/v1/consultations:start:\x01*\x12\x9a\x01\n\x12StreamConsultation\x12-.utimesh.consult.v1.StreamConsultationRequest\x1a..utimesh.consult.v1.StreamConsultationResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/consultations:stream:\x01*0\x01\x12\x8e\x01\n\x0fGetConsultation\x12*.utimesh.consult.v1.GetConsultationRequest\x1a+.utimesh.consult.v1.GetConsultationResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/{name=consultations/*}\x12\x95\x01\n\x0f\x41skConsultation\x12*.utimesh.consult.v1.AskConsultationRequest\x1a+.utimesh.consult.v1.AskConsultationResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/v1/{name=consultations/*}:ask:\x01*\x12\xa5\x01\n\x13SignOffConsultation\x12..utimesh.consult.v1.SignOffConsultationRequest\x1a/.utimesh.consult.v1.SignOffConsultationResponse\"-\x82\xd3\xe4\x93\x02\'\"\"/v1/{name=consultations/*}:signOff:\x01*\x12\x97\x01\n\x0eRecordFollowUp\x12).utimesh.consult.v1.RecordFollowUpRequest\x1a*.utimesh.consult.v1.RecordFollowUpResponse\".\x82\xd3\xe4\x93\x02(\"#/v1/{name=consultations/*}:followUp:\x01*\x12\x8f\x01\n\x0cSubmitReview\x12\'.utimesh.consult.v1.SubmitReviewRequest\x1a(.utimesh.consult.v1.SubmitReviewResponse\",\x82\xd3\xe4\x93\x02&\"!/v1/{name=consultations/*}:review:\x01*\x12\x9b\x01\n\x12GetPatientTimeline\x12-.utimesh.consult.v1.GetPatientTimelineRequest\x1a..utimesh.consult.v1.GetPatientTimelineResponse\"&\x82\xd3\xe4\x93\x02 \x12\x1e/v1/{name=patients/*}/timeline\x12\x83\x01\n\x0fListAuditEvents\x12*.utimesh.consult.v1.ListAuditEventsRequest\x1a+.utimesh.consult.v1.ListAuditEventsResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/auditEventsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +39,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CONSULTATIONSERVICE'].methods_by_name['CreateConsultation']._loaded_options = None
   _globals['_CONSULTATIONSERVICE'].methods_by_name['CreateConsultation']._serialized_options = b'\202\323\344\223\002\026\"\021/v1/consultations:\001*'
+  _globals['_CONSULTATIONSERVICE'].methods_by_name['StartConsultation']._loaded_options = None
+  _globals['_CONSULTATIONSERVICE'].methods_by_name['StartConsultation']._serialized_options = b'\312AS\n\037utimesh.consult.v1.Consultation\0220utimesh.consult.v1.ConsultationOperationMetadata\202\323\344\223\002\034\"\027/v1/consultations:start:\001*'
   _globals['_CONSULTATIONSERVICE'].methods_by_name['StreamConsultation']._loaded_options = None
   _globals['_CONSULTATIONSERVICE'].methods_by_name['StreamConsultation']._serialized_options = b'\202\323\344\223\002\035\"\030/v1/consultations:stream:\001*'
   _globals['_CONSULTATIONSERVICE'].methods_by_name['GetConsultation']._loaded_options = None
@@ -54,72 +57,78 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CONSULTATIONSERVICE'].methods_by_name['GetPatientTimeline']._serialized_options = b'\202\323\344\223\002 \022\036/v1/{name=patients/*}/timeline'
   _globals['_CONSULTATIONSERVICE'].methods_by_name['ListAuditEvents']._loaded_options = None
   _globals['_CONSULTATIONSERVICE'].methods_by_name['ListAuditEvents']._serialized_options = b'\202\323\344\223\002\021\022\017/v1/auditEvents'
-  _globals['_EPISODEOUTCOME']._serialized_start=4544
-  _globals['_EPISODEOUTCOME']._serialized_end=4717
-  _globals['_OUTCOME']._serialized_start=4719
-  _globals['_OUTCOME']._serialized_end=4845
-  _globals['_ESCALATIONREASON']._serialized_start=4848
-  _globals['_ESCALATIONREASON']._serialized_end=5029
-  _globals['_MEMORYNOTEKIND']._serialized_start=5032
-  _globals['_MEMORYNOTEKIND']._serialized_end=5200
-  _globals['_CONSULTATIONSTATUS']._serialized_start=5203
-  _globals['_CONSULTATIONSTATUS']._serialized_end=5392
-  _globals['_SIGNOFFACTION']._serialized_start=5395
-  _globals['_SIGNOFFACTION']._serialized_end=5527
-  _globals['_SIGNOFFCONSULTATIONREQUEST']._serialized_start=223
-  _globals['_SIGNOFFCONSULTATIONREQUEST']._serialized_end=379
-  _globals['_SIGNOFFCONSULTATIONRESPONSE']._serialized_start=381
-  _globals['_SIGNOFFCONSULTATIONRESPONSE']._serialized_end=466
-  _globals['_RECORDFOLLOWUPREQUEST']._serialized_start=468
-  _globals['_RECORDFOLLOWUPREQUEST']._serialized_end=580
-  _globals['_RECORDFOLLOWUPRESPONSE']._serialized_start=583
-  _globals['_RECORDFOLLOWUPRESPONSE']._serialized_end=718
-  _globals['_SUBMITREVIEWREQUEST']._serialized_start=721
-  _globals['_SUBMITREVIEWREQUEST']._serialized_end=855
-  _globals['_SUBMITREVIEWRESPONSE']._serialized_start=857
-  _globals['_SUBMITREVIEWRESPONSE']._serialized_end=893
-  _globals['_GETPATIENTTIMELINEREQUEST']._serialized_start=895
-  _globals['_GETPATIENTTIMELINEREQUEST']._serialized_end=936
-  _globals['_RECORDEDFACT']._serialized_start=938
-  _globals['_RECORDEDFACT']._serialized_end=1032
-  _globals['_EPISODE']._serialized_start=1035
-  _globals['_EPISODE']._serialized_end=1263
-  _globals['_GETPATIENTTIMELINERESPONSE']._serialized_start=1266
-  _globals['_GETPATIENTTIMELINERESPONSE']._serialized_end=1575
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=1577
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1658
-  _globals['_AUDITEVENT']._serialized_start=1661
-  _globals['_AUDITEVENT']._serialized_end=1800
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1802
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1900
-  _globals['_GETCONSULTATIONREQUEST']._serialized_start=1902
-  _globals['_GETCONSULTATIONREQUEST']._serialized_end=1940
-  _globals['_GETCONSULTATIONRESPONSE']._serialized_start=1942
-  _globals['_GETCONSULTATIONRESPONSE']._serialized_end=2023
-  _globals['_ASKCONSULTATIONREQUEST']._serialized_start=2025
-  _globals['_ASKCONSULTATIONREQUEST']._serialized_end=2081
-  _globals['_ASKCONSULTATIONRESPONSE']._serialized_start=2084
-  _globals['_ASKCONSULTATIONRESPONSE']._serialized_end=2221
-  _globals['_CREATECONSULTATIONREQUEST']._serialized_start=2224
-  _globals['_CREATECONSULTATIONREQUEST']._serialized_end=2373
-  _globals['_CREATECONSULTATIONRESPONSE']._serialized_start=2375
-  _globals['_CREATECONSULTATIONRESPONSE']._serialized_end=2459
-  _globals['_STREAMCONSULTATIONREQUEST']._serialized_start=2462
-  _globals['_STREAMCONSULTATIONREQUEST']._serialized_end=2611
-  _globals['_STREAMCONSULTATIONRESPONSE']._serialized_start=2614
-  _globals['_STREAMCONSULTATIONRESPONSE']._serialized_end=2759
-  _globals['_PROGRESS']._serialized_start=2761
-  _globals['_PROGRESS']._serialized_end=2853
-  _globals['_USAGE']._serialized_start=2855
-  _globals['_USAGE']._serialized_end=2946
-  _globals['_TRANSCRIPTENTRY']._serialized_start=2949
-  _globals['_TRANSCRIPTENTRY']._serialized_end=3283
-  _globals['_CONSULTATION']._serialized_start=3286
-  _globals['_CONSULTATION']._serialized_end=4269
-  _globals['_MEMORYNOTE']._serialized_start=4271
-  _globals['_MEMORYNOTE']._serialized_end=4391
-  _globals['_SIGNOFF']._serialized_start=4394
-  _globals['_SIGNOFF']._serialized_end=4541
-  _globals['_CONSULTATIONSERVICE']._serialized_start=5530
-  _globals['_CONSULTATIONSERVICE']._serialized_end=6913
+  _globals['_EPISODEOUTCOME']._serialized_start=5032
+  _globals['_EPISODEOUTCOME']._serialized_end=5205
+  _globals['_OPERATIONSTATE']._serialized_start=5208
+  _globals['_OPERATIONSTATE']._serialized_end=5434
+  _globals['_OUTCOME']._serialized_start=5436
+  _globals['_OUTCOME']._serialized_end=5562
+  _globals['_ESCALATIONREASON']._serialized_start=5565
+  _globals['_ESCALATIONREASON']._serialized_end=5746
+  _globals['_MEMORYNOTEKIND']._serialized_start=5749
+  _globals['_MEMORYNOTEKIND']._serialized_end=5917
+  _globals['_CONSULTATIONSTATUS']._serialized_start=5920
+  _globals['_CONSULTATIONSTATUS']._serialized_end=6109
+  _globals['_SIGNOFFACTION']._serialized_start=6112
+  _globals['_SIGNOFFACTION']._serialized_end=6244
+  _globals['_SIGNOFFCONSULTATIONREQUEST']._serialized_start=260
+  _globals['_SIGNOFFCONSULTATIONREQUEST']._serialized_end=416
+  _globals['_SIGNOFFCONSULTATIONRESPONSE']._serialized_start=418
+  _globals['_SIGNOFFCONSULTATIONRESPONSE']._serialized_end=503
+  _globals['_RECORDFOLLOWUPREQUEST']._serialized_start=505
+  _globals['_RECORDFOLLOWUPREQUEST']._serialized_end=617
+  _globals['_RECORDFOLLOWUPRESPONSE']._serialized_start=620
+  _globals['_RECORDFOLLOWUPRESPONSE']._serialized_end=755
+  _globals['_SUBMITREVIEWREQUEST']._serialized_start=758
+  _globals['_SUBMITREVIEWREQUEST']._serialized_end=892
+  _globals['_SUBMITREVIEWRESPONSE']._serialized_start=894
+  _globals['_SUBMITREVIEWRESPONSE']._serialized_end=930
+  _globals['_GETPATIENTTIMELINEREQUEST']._serialized_start=932
+  _globals['_GETPATIENTTIMELINEREQUEST']._serialized_end=973
+  _globals['_RECORDEDFACT']._serialized_start=975
+  _globals['_RECORDEDFACT']._serialized_end=1069
+  _globals['_EPISODE']._serialized_start=1072
+  _globals['_EPISODE']._serialized_end=1300
+  _globals['_GETPATIENTTIMELINERESPONSE']._serialized_start=1303
+  _globals['_GETPATIENTTIMELINERESPONSE']._serialized_end=1612
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=1614
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=1695
+  _globals['_AUDITEVENT']._serialized_start=1698
+  _globals['_AUDITEVENT']._serialized_end=1837
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1839
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1937
+  _globals['_GETCONSULTATIONREQUEST']._serialized_start=1939
+  _globals['_GETCONSULTATIONREQUEST']._serialized_end=1977
+  _globals['_GETCONSULTATIONRESPONSE']._serialized_start=1979
+  _globals['_GETCONSULTATIONRESPONSE']._serialized_end=2060
+  _globals['_ASKCONSULTATIONREQUEST']._serialized_start=2062
+  _globals['_ASKCONSULTATIONREQUEST']._serialized_end=2118
+  _globals['_ASKCONSULTATIONRESPONSE']._serialized_start=2121
+  _globals['_ASKCONSULTATIONRESPONSE']._serialized_end=2258
+  _globals['_CREATECONSULTATIONREQUEST']._serialized_start=2261
+  _globals['_CREATECONSULTATIONREQUEST']._serialized_end=2410
+  _globals['_STARTCONSULTATIONREQUEST']._serialized_start=2413
+  _globals['_STARTCONSULTATIONREQUEST']._serialized_end=2561
+  _globals['_CONSULTATIONOPERATIONMETADATA']._serialized_start=2564
+  _globals['_CONSULTATIONOPERATIONMETADATA']._serialized_end=2861
+  _globals['_CREATECONSULTATIONRESPONSE']._serialized_start=2863
+  _globals['_CREATECONSULTATIONRESPONSE']._serialized_end=2947
+  _globals['_STREAMCONSULTATIONREQUEST']._serialized_start=2950
+  _globals['_STREAMCONSULTATIONREQUEST']._serialized_end=3099
+  _globals['_STREAMCONSULTATIONRESPONSE']._serialized_start=3102
+  _globals['_STREAMCONSULTATIONRESPONSE']._serialized_end=3247
+  _globals['_PROGRESS']._serialized_start=3249
+  _globals['_PROGRESS']._serialized_end=3341
+  _globals['_USAGE']._serialized_start=3343
+  _globals['_USAGE']._serialized_end=3434
+  _globals['_TRANSCRIPTENTRY']._serialized_start=3437
+  _globals['_TRANSCRIPTENTRY']._serialized_end=3771
+  _globals['_CONSULTATION']._serialized_start=3774
+  _globals['_CONSULTATION']._serialized_end=4757
+  _globals['_MEMORYNOTE']._serialized_start=4759
+  _globals['_MEMORYNOTE']._serialized_end=4879
+  _globals['_SIGNOFF']._serialized_start=4882
+  _globals['_SIGNOFF']._serialized_end=5029
+  _globals['_CONSULTATIONSERVICE']._serialized_start=6247
+  _globals['_CONSULTATIONSERVICE']._serialized_end=7851
 # @@protoc_insertion_point(module_scope)

@@ -48,6 +48,44 @@ EPISODE_OUTCOME_FAILED: EpisodeOutcome.ValueType  # 3
 EPISODE_OUTCOME_ADVERSE_EFFECT: EpisodeOutcome.ValueType  # 4
 Global___EpisodeOutcome: _TypeAlias = EpisodeOutcome  # noqa: Y015
 
+class _OperationState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OperationStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OperationState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OPERATION_STATE_UNSPECIFIED: _OperationState.ValueType  # 0
+    OPERATION_STATE_QUEUED: _OperationState.ValueType  # 1
+    """Waiting for a worker."""
+    OPERATION_STATE_RUNNING: _OperationState.ValueType  # 2
+    """A worker holds it."""
+    OPERATION_STATE_RETRYING: _OperationState.ValueType  # 3
+    """An attempt failed; it runs again at `next_attempt_time`."""
+    OPERATION_STATE_SUCCEEDED: _OperationState.ValueType  # 4
+    """Done: the response is the consultation."""
+    OPERATION_STATE_FAILED: _OperationState.ValueType  # 5
+    """Done: failed for good (dead-lettered); the error says why."""
+    OPERATION_STATE_CANCELLED: _OperationState.ValueType  # 6
+    """Done: cancelled before a worker finished it."""
+
+class OperationState(_OperationState, metaclass=_OperationStateEnumTypeWrapper):
+    """Where a queued consultation is."""
+
+OPERATION_STATE_UNSPECIFIED: OperationState.ValueType  # 0
+OPERATION_STATE_QUEUED: OperationState.ValueType  # 1
+"""Waiting for a worker."""
+OPERATION_STATE_RUNNING: OperationState.ValueType  # 2
+"""A worker holds it."""
+OPERATION_STATE_RETRYING: OperationState.ValueType  # 3
+"""An attempt failed; it runs again at `next_attempt_time`."""
+OPERATION_STATE_SUCCEEDED: OperationState.ValueType  # 4
+"""Done: the response is the consultation."""
+OPERATION_STATE_FAILED: OperationState.ValueType  # 5
+"""Done: failed for good (dead-lettered); the error says why."""
+OPERATION_STATE_CANCELLED: OperationState.ValueType  # 6
+"""Done: cancelled before a worker finished it."""
+Global___OperationState: _TypeAlias = OperationState  # noqa: Y015
+
 class _Outcome:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -740,6 +778,100 @@ class CreateConsultationRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CreateConsultationRequest: _TypeAlias = CreateConsultationRequest  # noqa: Y015
+
+@_typing.final
+class StartConsultationRequest(_message.Message):
+    """Request for StartConsultation (same fields as CreateConsultationRequest)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTAKE_FIELD_NUMBER: _builtins.int
+    PROFILE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MAX_ROUNDS_FIELD_NUMBER: _builtins.int
+    PATIENT_ID_FIELD_NUMBER: _builtins.int
+    profile: _builtins.str
+    request_id: _builtins.str
+    """Client-chosen id (UUID): a retried start returns the operation it created (AIP-155)."""
+    max_rounds: _builtins.int
+    patient_id: _builtins.str
+    """The patient's identifier in the caller's system (PHI): sealed (AES-GCM) in the queued job,
+    never put on the Redis stream.
+    """
+    @_builtins.property
+    def intake(self) -> _clinical_pb2.Intake: ...
+    def __init__(
+        self,
+        *,
+        intake: _clinical_pb2.Intake | None = ...,
+        profile: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        max_rounds: _builtins.int = ...,
+        patient_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["intake", b"intake"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["intake", b"intake", "max_rounds", b"max_rounds", "patient_id", b"patient_id", "profile", b"profile", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartConsultationRequest: _TypeAlias = StartConsultationRequest  # noqa: Y015
+
+@_typing.final
+class ConsultationOperationMetadata(_message.Message):
+    """The `metadata` of a StartConsultation operation: progress, attempts and the last error."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    MAX_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    DEAD_LETTERED_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
+    CONSULTATION_FIELD_NUMBER: _builtins.int
+    state: Global___OperationState.ValueType
+    stage: _builtins.str
+    """The last step a worker reported ("triage", "deliberation", "grounding", "report", ...)."""
+    attempts: _builtins.int
+    """Attempts begun so far, and the most allowed before the job is dead-lettered."""
+    max_attempts: _builtins.int
+    create_time: _builtins.str
+    """RFC 3339 times."""
+    update_time: _builtins.str
+    next_attempt_time: _builtins.str
+    last_error: _builtins.str
+    """Why the last attempt failed (a reason code and a cause; never patient data)."""
+    dead_lettered: _builtins.bool
+    cancel_requested: _builtins.bool
+    consultation: _builtins.str
+    """"consultations/{id}" once it succeeded."""
+    def __init__(
+        self,
+        *,
+        state: Global___OperationState.ValueType = ...,
+        stage: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        max_attempts: _builtins.int = ...,
+        create_time: _builtins.str = ...,
+        update_time: _builtins.str = ...,
+        next_attempt_time: _builtins.str = ...,
+        last_error: _builtins.str = ...,
+        dead_lettered: _builtins.bool = ...,
+        cancel_requested: _builtins.bool = ...,
+        consultation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cancel_requested", b"cancel_requested", "consultation", b"consultation", "create_time", b"create_time", "dead_lettered", b"dead_lettered", "last_error", b"last_error", "max_attempts", b"max_attempts", "next_attempt_time", b"next_attempt_time", "stage", b"stage", "state", b"state", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsultationOperationMetadata: _TypeAlias = ConsultationOperationMetadata  # noqa: Y015
 
 @_typing.final
 class CreateConsultationResponse(_message.Message):

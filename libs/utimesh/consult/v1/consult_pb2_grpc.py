@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.longrunning import operations_pb2 as google_dot_longrunning_dot_operations__pb2
 from utimesh.consult.v1 import consult_pb2 as utimesh_dot_consult_dot_v1_dot_consult__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -41,6 +42,11 @@ class ConsultationServiceStub:
                 '/utimesh.consult.v1.ConsultationService/CreateConsultation',
                 request_serializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.CreateConsultationRequest.SerializeToString,
                 response_deserializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.CreateConsultationResponse.FromString,
+                _registered_method=True)
+        self.StartConsultation = channel.unary_unary(
+                '/utimesh.consult.v1.ConsultationService/StartConsultation',
+                request_serializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.StartConsultationRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
                 _registered_method=True)
         self.StreamConsultation = channel.unary_stream(
                 '/utimesh.consult.v1.ConsultationService/StreamConsultation',
@@ -92,6 +98,20 @@ class ConsultationServiceServicer:
 
     def CreateConsultation(self, request, context):
         """Runs a consultation to the end and returns it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartConsultation(self, request, context):
+        """Queues a consultation and returns at once with a long-running operation (AIP-151): poll
+        google.longrunning.Operations.GetOperation with its name (REST: GET /v1/operations/{id});
+        when done, its `response` is the Consultation, or its `error` says why not (a job that
+        failed every attempt is dead-lettered with reason DEAD_LETTERED). The same request_id
+        returns the same operation. Workers run queued consultations exactly once.
+        AIP-151 fixes the response type:
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -162,6 +182,11 @@ def add_ConsultationServiceServicer_to_server(servicer, server):
                     servicer.CreateConsultation,
                     request_deserializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.CreateConsultationRequest.FromString,
                     response_serializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.CreateConsultationResponse.SerializeToString,
+            ),
+            'StartConsultation': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartConsultation,
+                    request_deserializer=utimesh_dot_consult_dot_v1_dot_consult__pb2.StartConsultationRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
             ),
             'StreamConsultation': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamConsultation,
@@ -234,6 +259,33 @@ class ConsultationService:
             '/utimesh.consult.v1.ConsultationService/CreateConsultation',
             utimesh_dot_consult_dot_v1_dot_consult__pb2.CreateConsultationRequest.SerializeToString,
             utimesh_dot_consult_dot_v1_dot_consult__pb2.CreateConsultationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartConsultation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/utimesh.consult.v1.ConsultationService/StartConsultation',
+            utimesh_dot_consult_dot_v1_dot_consult__pb2.StartConsultationRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,6 +7,7 @@ prescriber sign-off with the full transcript.
 """
 
 from collections import abc as _abc
+from google.longrunning import operations_pb2 as _operations_pb2
 from grpc import aio as _aio
 from utimesh.consult.v1 import consult_pb2 as _consult_pb2
 import abc as _abc_1
@@ -41,6 +42,16 @@ class ConsultationServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ConsultationServiceAsyncStub: ...
     CreateConsultation: _grpc.UnaryUnaryMultiCallable[_consult_pb2.CreateConsultationRequest, _consult_pb2.CreateConsultationResponse]
     """Runs a consultation to the end and returns it."""
+    StartConsultation: _grpc.UnaryUnaryMultiCallable[_consult_pb2.StartConsultationRequest, _operations_pb2.Operation]
+    """Queues a consultation and returns at once with a long-running operation (AIP-151): poll
+    google.longrunning.Operations.GetOperation with its name (REST: GET /v1/operations/{id});
+    when done, its `response` is the Consultation, or its `error` says why not (a job that
+    failed every attempt is dead-lettered with reason DEAD_LETTERED). The same request_id
+    returns the same operation. Workers run queued consultations exactly once.
+    AIP-151 fixes the response type:
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
     StreamConsultation: _grpc.UnaryStreamMultiCallable[_consult_pb2.StreamConsultationRequest, _consult_pb2.StreamConsultationResponse]
     """Runs a consultation, streaming a progress event per step; the last message holds it."""
     GetConsultation: _grpc.UnaryUnaryMultiCallable[_consult_pb2.GetConsultationRequest, _consult_pb2.GetConsultationResponse]
@@ -72,6 +83,16 @@ class ConsultationServiceAsyncStub(ConsultationServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateConsultation: _aio.UnaryUnaryMultiCallable[_consult_pb2.CreateConsultationRequest, _consult_pb2.CreateConsultationResponse]  # type: ignore[assignment]
     """Runs a consultation to the end and returns it."""
+    StartConsultation: _aio.UnaryUnaryMultiCallable[_consult_pb2.StartConsultationRequest, _operations_pb2.Operation]  # type: ignore[assignment]
+    """Queues a consultation and returns at once with a long-running operation (AIP-151): poll
+    google.longrunning.Operations.GetOperation with its name (REST: GET /v1/operations/{id});
+    when done, its `response` is the Consultation, or its `error` says why not (a job that
+    failed every attempt is dead-lettered with reason DEAD_LETTERED). The same request_id
+    returns the same operation. Workers run queued consultations exactly once.
+    AIP-151 fixes the response type:
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
     StreamConsultation: _aio.UnaryStreamMultiCallable[_consult_pb2.StreamConsultationRequest, _consult_pb2.StreamConsultationResponse]  # type: ignore[assignment]
     """Runs a consultation, streaming a progress event per step; the last message holds it."""
     GetConsultation: _aio.UnaryUnaryMultiCallable[_consult_pb2.GetConsultationRequest, _consult_pb2.GetConsultationResponse]  # type: ignore[assignment]
@@ -106,6 +127,22 @@ class ConsultationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_consult_pb2.CreateConsultationResponse, _abc.Awaitable[_consult_pb2.CreateConsultationResponse]]:
         """Runs a consultation to the end and returns it."""
+
+    @_abc_1.abstractmethod
+    def StartConsultation(
+        self,
+        request: _consult_pb2.StartConsultationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.Operation, _abc.Awaitable[_operations_pb2.Operation]]:
+        """Queues a consultation and returns at once with a long-running operation (AIP-151): poll
+        google.longrunning.Operations.GetOperation with its name (REST: GET /v1/operations/{id});
+        when done, its `response` is the Consultation, or its `error` says why not (a job that
+        failed every attempt is dead-lettered with reason DEAD_LETTERED). The same request_id
+        returns the same operation. Workers run queued consultations exactly once.
+        AIP-151 fixes the response type:
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
 
     @_abc_1.abstractmethod
     def StreamConsultation(

@@ -1,0 +1,162 @@
+"""Composition root of a job worker (`utimesh serve worker`): the consultation use case wired
+exactly as in the consult service (same downstream services, stores and cache), fed by the
+Redis stream of queued consultations instead of by RPCs. Scale by running more of them.
+
+It serves gRPC health only (for the supervisor, Kubernetes probes): SERVING while it runs.
+On SIGTERM it stops taking jobs, lets the ones in flight finish within the grace period, and
+leaves any it had to cut pending on the stream, where another worker reclaims them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+
+import grpc
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from services.consult.adapters.grpc_ports import (
+    GrpcDoctor,
+    GrpcEvidence,
+    GrpcPharmacist,
+    GrpcReport,
+    GrpcTriage,
+)
+from services.consult.domain.deliberation import Ports
+from services.consult.domain.ports import EvidencePort
+from services.consult.jobs.stream import JobStream
+from services.consult.jobs.worker import Worker, WorkerConfig
+from services.consult.main import (
+    ConsultSettings,
+    build_app,
+    build_databases,
+    operation_store,
+    stores_on,
+    with_cache,
+)
+from utimesh.cache.redis_client import create_redis, redact_url
+from utimesh.kit.channels import service_channel
+from utimesh.kit.logging import configure_logging
+from utimesh.kit.server import ServiceSpec, start_server
+from utimesh.kit.settings import ServiceSettings
+
+DEFAULT_PORT = 50056
+HEALTH_NAME = "utimesh.consult.v1.Worker"
+log = logging.getLogger("utimesh.worker")
+
+
+class WorkerSettings(ServiceSettings):
+    """Environment: UTIMESH_WORKER_* (PORT, CONCURRENCY, LEASE_SECONDS, ...). Downstream
+    targets, budgets, PostgreSQL and Redis are the consult service's settings
+    (UTIMESH_CONSULT_*, UTIMESH_DATABASE_URL, UTIMESH_REDIS_URL, UTIMESH_JOB_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="UTIMESH_WORKER_", extra="ignore", frozen=True)
+    port: int = DEFAULT_PORT
+    grace_seconds: float = Field(default=30.0, ge=0)
+    concurrency: int = Field(default=4, ge=1, le=64, description="jobs run at once")
+    lease_seconds: float = Field(
+        default=30.0, gt=0, description="a dead worker's job is taken over after this"
+    )
+    backoff_base_seconds: float = Field(default=1.0, gt=0)
+    backoff_max_seconds: float = Field(default=60.0, gt=0)
+    reclaim_every_seconds: float = Field(default=5.0, gt=0)
+    sweep_every_seconds: float = Field(default=2.0, gt=0)
+    consumer: str = Field(default="", description="consumer name; default host + random")
+
+    def config(self) -> WorkerConfig:
+        return WorkerConfig(
+            concurrency=self.concurrency,
+            lease_s=self.lease_seconds,
+            backoff_base_s=self.backoff_base_seconds,
+            backoff_max_s=self.backoff_max_seconds,
+            reclaim_every_s=self.reclaim_every_seconds,
+            sweep_every_s=self.sweep_every_seconds,
+        )
+
+
+def health_spec() -> ServiceSpec:
+    def register(_: grpc.aio.Server) -> None:
+        return None
+
+    return ServiceSpec(
+        name="worker", service_names=(HEALTH_NAME,), register=register, domain="consult.utimesh.dev"
+    )
+
+
+async def _main(
+    settings: WorkerSettings,
+    consult: ConsultSettings,
+    on_started: Callable[[int], None] | None,
+) -> None:
+    if not consult.database_url or not consult.redis_url:
+        raise SystemExit("a worker needs UTIMESH_DATABASE_URL and UTIMESH_REDIS_URL")
+    identity = settings.service_identity or "worker"
+    names = ("triage", "doctor", "pharmacist", "evidence", "report")
+    targets = (
+        consult.triage_target,
+        consult.doctor_target,
+        consult.pharmacist_target,
+        consult.evidence_target,
+        consult.report_target,
+    )
+    channels = [
+        service_channel(t, identity, callee=n, tls_dir=settings.tls_dir)
+        for n, t in zip(names, targets, strict=True)
+    ]
+    async with AsyncExitStack() as resources:
+        for channel in channels:
+            resources.push_async_callback(channel.close)
+        dbs = await build_databases(consult, resources, "utimesh-worker")
+        assert dbs is not None
+        store, patients = stores_on(dbs, identity)
+        # XREADGROUP blocks up to a second: the socket must wait longer than that.
+        redis = create_redis(consult.redis_url, timeout_s=5.0)
+        resources.push_async_callback(redis.aclose)
+        log.info("jobs from Redis at %s", redact_url(consult.redis_url))
+        ports = Ports(GrpcTriage(channels[0]), GrpcDoctor(channels[1]), GrpcPharmacist(channels[2]))
+        evidence: EvidencePort = GrpcEvidence(channels[3])
+        ports, evidence = with_cache(redis, consult, ports, evidence)
+        app = build_app(ports, evidence, GrpcReport(channels[4]), store, consult, patients)
+        stream = JobStream(redis)
+        worker = Worker(
+            app,
+            operation_store(consult, dbs, identity),
+            stream,
+            settings.config(),
+            consumer=settings.consumer,
+        )
+        running = await start_server(health_spec(), settings)
+        log.info(
+            "worker running",
+            extra={
+                "fields": {
+                    "consumer": worker.consumer,
+                    "concurrency": settings.concurrency,
+                    "health_port": running.port,
+                }
+            },
+        )
+        if on_started:
+            on_started(running.port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        jobs = asyncio.create_task(worker.run())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({jobs, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        log.info("draining", extra={"fields": {"in_flight": len(worker.inflight)}})
+        worker.stop()
+        await worker.drain(settings.grace_seconds)
+        stopper.cancel()
+        await asyncio.gather(jobs, return_exceptions=True)
+        await running.drain(0.5)
+        log.info("stopped", extra={"fields": {"completed": worker.completed}})
+
+
+def run(settings: WorkerSettings, on_started: Callable[[int], None] | None = None) -> None:
+    configure_logging("worker", settings.log_level)
+    asyncio.run(_main(settings, ConsultSettings(), on_started))

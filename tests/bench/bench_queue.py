@@ -170,6 +170,7 @@ async def main(args: argparse.Namespace) -> int:
             "UTIMESH_PHI_KEY_FILE": str(state / "phi-keys.json"),
             "UTIMESH_CONSULT_RATE_PER_MINUTE": "10000000",
             "UTIMESH_CONSULT_RATE_BURST": "1000000",
+            "UTIMESH_WORKER_LOG_LEVEL": "WARNING",  # a line per job otherwise
         }
         os.environ.update(env)
         async with contextlib.AsyncExitStack() as stack:

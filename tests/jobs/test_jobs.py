@@ -13,11 +13,15 @@ import redis.asyncio as aioredis
 from google.longrunning import operations_pb2
 from google.rpc import error_details_pb2
 
+from services.consult.jobs.store import OperationStore
 from services.consult.jobs.stream import DEAD_LETTERS
 from services.consult.jobs.worker import WorkerConfig
+from tests.data.conftest import PgServer, create_database, open_pool
 from tests.jobs.support import JobMesh, consultation, job_mesh, metadata, start_request
 from utimesh.clinical.v1 import clinical_pb2 as pb
 from utimesh.consult.v1 import consult_pb2 as cpb
+from utimesh.db.crypto import keyring_from_env
+from utimesh.db.migrations import migrate
 from utimesh.rules import Knowledge
 
 FAST = WorkerConfig(
@@ -209,3 +213,21 @@ async def test_a_job_whose_worker_dies_every_time_is_dead_lettered(mesh: JobMesh
     assert "gave up after 3 attempts (each ended with its worker)" in got.error.message
     assert got.error.code == grpc.StatusCode.ABORTED.value[0]
     assert await mesh.dbs.pool.fetchval("SELECT count(*) FROM consultations") == 0
+
+
+async def test_reads_that_write_nothing_go_to_the_read_replica(
+    mesh: JobMesh, pg_server: PgServer
+) -> None:
+    """With UTIMESH_DATABASE_READ_URL, Get and List of operations read the replica (here a
+    second database that has seen none of the writes); writes go to the primary."""
+    replica_url = await create_database(pg_server, "replica")
+    async with open_pool(replica_url) as replica:
+        await migrate(replica)
+        store = OperationStore(mesh.dbs.pool, keyring_from_env(), read_pool=replica)
+        row, created = await store.create(start_request(), actor="tester")
+        assert created
+        assert await mesh.dbs.pool.fetchval("SELECT count(*) FROM operations") == 1  # primary
+        assert await store.get(row.name) is None  # the replica has not seen it
+        assert await store.list(limit=10, after=None, done=None) == []
+        primary_only = OperationStore(mesh.dbs.pool, keyring_from_env())
+        assert (await primary_only.get(row.name)) is not None

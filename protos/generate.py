@@ -38,7 +38,11 @@ def generate(out: Path) -> None:
     from utimesh.kit.protopaths import googleapis_includes
 
     with googleapis_includes() as google:
-        includes = [str(PROTOS), str(Path(grpc_tools.__file__).parent / "_proto"), *map(str, google)]
+        includes = [
+            str(PROTOS),
+            str(Path(grpc_tools.__file__).parent / "_proto"),
+            *map(str, google),
+        ]
         _protoc(out, includes, bindir)
 
 

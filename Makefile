@@ -24,6 +24,12 @@ demo: $(STAMP) ## Run the demo: start the triage service and assess sample patie
 test: $(STAMP) ## Run the test suite (slow suites excluded)
 	$(BIN)/python -m pytest
 
+# The release gate (EVALUATION.md): offline agents, thresholds in libs/utimesh/evaluation/gate.toml,
+# tolerances against the checked-in baseline. Seconds, not minutes.
+eval: $(STAMP) ## Release gate: gold, adversarial, regression and Q&A datasets on the offline provider
+	$(BIN)/utimesh eval -d gold -d adversarial -d regression -d qa --gate \
+		--baseline libs/utimesh/evaluation/baselines/offline.json
+
 protos: $(STAMP) ## Regenerate libs/utimesh/**/v1 from protos/
 	$(BIN)/python protos/generate.py
 
@@ -50,4 +56,4 @@ clean: ## Remove caches (keeps .venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build dist
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
-.PHONY: help install demo test protos lint bench clean
+.PHONY: help install demo test eval protos lint bench clean

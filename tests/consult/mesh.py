@@ -1,114 +1,14 @@
-"""An in-process mesh for tests: real grpc.aio servers for triage, doctor, pharmacist and consult
-on loopback port 0, wired with real channels. Agents run offline unless given a model profile."""
+"""The in-process mesh of the tests: the one `utimesh eval` uses (utimesh.evaluation.mesh)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-
-import grpc
-
-from services.consult.adapters.grpc_ports import (
-    GrpcDoctor,
-    GrpcEvidence,
-    GrpcPharmacist,
-    GrpcReport,
-    GrpcTriage,
+from utimesh.evaluation.mesh import (
+    DEAD,
+    OFFLINE,
+    Mesh,
+    evidence_spec,
+    report_spec,
+    running_mesh,
 )
-from services.consult.adapters.memory_store import MemoryConsultationStore
-from services.consult.domain.deliberation import Ports
-from services.consult.main import ConsultSettings
-from services.consult.main import build_spec as consult_spec
-from services.doctor.main import build_spec as doctor_spec
-from services.pharmacist.main import build_spec as pharmacist_spec
-from services.triage.main import build_spec as triage_spec
-from utimesh.cache.ratelimit import RateLimiter
-from utimesh.consult.v1 import consult_pb2_grpc
-from utimesh.kit.channels import insecure_channel
-from utimesh.kit.server import RunningServer, ServiceSpec, start_server
-from utimesh.kit.settings import ServiceSettings
-from utimesh.llm import ModelProfile, StructuredLLM
-from utimesh.rules import Knowledge, TriageEngine
 
-OFFLINE = ModelProfile()
-
-
-def evidence_spec(knowledge: Knowledge) -> ServiceSpec:
-    from services.evidence.main import build_retriever, build_spec
-
-    corpus, retriever = build_retriever(knowledge)
-    return build_spec(corpus, retriever)
-
-
-def report_spec(knowledge: Knowledge) -> ServiceSpec:
-    from services.report.main import build_spec
-
-    return build_spec(knowledge)
-
-
-DEAD = "127.0.0.1:1"  # nothing listens on port 1: calls fail fast with UNAVAILABLE
-
-
-@dataclass
-class Mesh:
-    consult: consult_pb2_grpc.ConsultationServiceStub
-    servers: dict[str, RunningServer]
-
-
-@contextlib.asynccontextmanager
-async def running_mesh(
-    knowledge: Knowledge,
-    *,
-    doctor_profile: ModelProfile = OFFLINE,
-    pharmacist_profile: ModelProfile = OFFLINE,
-    llm: StructuredLLM | None = None,
-    doctor_target: str | None = None,
-    pharmacist_target: str | None = None,
-    evidence_target: str | None = None,
-    report_target: str | None = None,
-    agent_timeout_s: float = 10.0,
-    rate_limiter: RateLimiter | None = None,
-) -> AsyncIterator[Mesh]:
-    settings = ServiceSettings(port=0)
-    servers: dict[str, RunningServer] = {}
-    channels: list[grpc.aio.Channel] = []
-    try:
-        servers["triage"] = await start_server(triage_spec(TriageEngine(knowledge)), settings)
-        servers["doctor"] = await start_server(
-            doctor_spec(knowledge, llm, doctor_profile), settings
-        )
-        servers["pharmacist"] = await start_server(
-            pharmacist_spec(knowledge, llm, pharmacist_profile), settings
-        )
-        servers["evidence"] = await start_server(evidence_spec(knowledge), settings)
-        servers["report"] = await start_server(report_spec(knowledge), settings)
-
-        def channel(target: str) -> grpc.aio.Channel:
-            channels.append(insecure_channel(target))
-            return channels[-1]
-
-        ports = Ports(
-            GrpcTriage(channel(f"127.0.0.1:{servers['triage'].port}")),
-            GrpcDoctor(channel(doctor_target or f"127.0.0.1:{servers['doctor'].port}")),
-            GrpcPharmacist(channel(pharmacist_target or f"127.0.0.1:{servers['pharmacist'].port}")),
-        )
-        evidence = GrpcEvidence(channel(evidence_target or f"127.0.0.1:{servers['evidence'].port}"))
-        report = GrpcReport(channel(report_target or f"127.0.0.1:{servers['report'].port}"))
-        consult_settings = ConsultSettings(port=0, agent_timeout_seconds=agent_timeout_s)
-        spec = consult_spec(
-            ports,
-            evidence,
-            report,
-            MemoryConsultationStore(),
-            consult_settings,
-            limiter=rate_limiter,
-        )
-        servers["consult"] = await start_server(spec, settings)
-        client = channel(f"127.0.0.1:{servers['consult'].port}")
-        yield Mesh(consult_pb2_grpc.ConsultationServiceStub(client), servers)
-    finally:
-        for ch in channels:
-            await ch.close()
-        for server in servers.values():
-            await server.server.stop(None)
+__all__ = ["DEAD", "OFFLINE", "Mesh", "evidence_spec", "report_spec", "running_mesh"]

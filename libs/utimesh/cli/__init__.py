@@ -10,6 +10,7 @@ from utimesh.cli import audit as _audit
 from utimesh.cli import config as _config
 from utimesh.cli import consult as _consult
 from utimesh.cli import demo as _demo
+from utimesh.cli import eval_cmd as _eval
 from utimesh.cli import mcp_cmd as _mcp
 from utimesh.cli import rest as _rest
 from utimesh.cli import serve as _serve
@@ -41,6 +42,7 @@ for _command in (
     _rest.ask,
     _mcp.mcp,
     _timeline.timeline,
+    _eval.eval_group,
 ):
     cli.add_command(_command)
 

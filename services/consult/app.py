@@ -30,6 +30,7 @@ from services.consult.domain.ports import ConsultationStore, EvidencePort, Repor
 from services.consult.mapping import result_to_proto
 from utimesh.codec.clinical import decision_from_proto, intake_to_proto, regimen_from_proto
 from utimesh.consult.v1 import consult_pb2 as cpb
+from utimesh.kit import metrics
 from utimesh.kit.errors import FieldViolation, NotFound, Unavailable
 from utimesh.report.v1 import report_pb2 as rpb
 from utimesh.rules.model import Intake
@@ -232,6 +233,7 @@ class ConsultationApp:
                 Progress("report", 0, "done", f"{len(rendered.markdown)} characters", elapsed())
             )
         await self.store.put(c, actor=actor)
+        metrics.record_consultation(c, time.monotonic() - started)
         if patient:
             try:
                 await self._remember(patient, reported, c)

@@ -42,6 +42,7 @@ from utimesh.consult.v1 import consult_pb2_grpc
 from utimesh.db.crypto import keyring_from_env
 from utimesh.db.migrations import migrate
 from utimesh.db.pool import Pool, create_pool, redact_dsn
+from utimesh.kit import metrics
 from utimesh.kit.channels import service_channel
 from utimesh.kit.logging import configure_logging
 from utimesh.kit.server import ServiceSpec, serve
@@ -269,6 +270,9 @@ async def _main(settings: ConsultSettings, on_started: Callable[[int], None] | N
     ]
     ports = Ports(GrpcTriage(channels[0]), GrpcDoctor(channels[1]), GrpcPharmacist(channels[2]))
     async with AsyncExitStack() as resources:  # closes the pool after the server has drained
+        # Online signals (utimesh.kit.metrics) on /metrics when UTIMESH_METRICS_PORT is set.
+        if (exporter := metrics.start_exporter_from_env()) is not None:
+            resources.callback(exporter.close)
         for channel in channels:
             resources.push_async_callback(channel.close)
         dbs = await build_databases(settings, resources, "utimesh-consult")

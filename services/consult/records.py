@@ -27,6 +27,7 @@ from utimesh.codec.agents import proposed_from_proto
 from utimesh.codec.clinical import intake_from_proto
 from utimesh.codec.triage import assessment_to_proto as triage_to_proto
 from utimesh.consult.v1 import consult_pb2 as cpb
+from utimesh.kit import metrics
 from utimesh.kit.caller import Caller
 from utimesh.kit.errors import (
     FailedPrecondition,
@@ -180,6 +181,7 @@ class Records:
         signed = await self.store.sign_off(
             c.name, _STATUS_OF[request.action], record, actor=caller.sub, request_id=request_id
         )
+        metrics.record_sign_off(request.action)
         if signed is None:  # removed (evicted) meanwhile
             return await self._get(c.name, caller.sub)
         return signed
@@ -339,6 +341,9 @@ class Records:
                 comment=request.comment,
                 request_id=request_id,
             )
+        )
+        metrics.record_review(  # never the comment: free text
+            role, request.agrees_with_decision, request.agrees_with_plan, categories
         )
         return name
 

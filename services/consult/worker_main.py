@@ -38,6 +38,7 @@ from services.consult.main import (
     with_cache,
 )
 from utimesh.cache.redis_client import create_redis, redact_url
+from utimesh.kit import metrics
 from utimesh.kit.channels import service_channel
 from utimesh.kit.logging import configure_logging
 from utimesh.kit.server import ServiceSpec, start_server
@@ -107,6 +108,9 @@ async def _main(
         for n, t in zip(names, targets, strict=True)
     ]
     async with AsyncExitStack() as resources:
+        # The consultations a worker runs are counted here (UTIMESH_METRICS_PORT, as consult).
+        if (exporter := metrics.start_exporter_from_env()) is not None:
+            resources.callback(exporter.close)
         for channel in channels:
             resources.push_async_callback(channel.close)
         dbs = await build_databases(consult, resources, "utimesh-worker")

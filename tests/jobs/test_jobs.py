@@ -231,3 +231,14 @@ async def test_reads_that_write_nothing_go_to_the_read_replica(
         assert await store.list(limit=10, after=None, done=None) == []
         primary_only = OperationStore(mesh.dbs.pool, keyring_from_env())
         assert (await primary_only.get(row.name)) is not None
+
+
+async def test_a_finished_consultation_is_counted_in_the_online_metrics(mesh: JobMesh) -> None:
+    from prometheus_client import REGISTRY
+
+    labels = {"profile": "CA-ON", "decision": "recommend_treatment", "outcome": "agreed"}
+    before = REGISTRY.get_sample_value("utimesh_consultations_total", labels) or 0.0
+    op = await start(mesh)
+    mesh.start_worker(FAST)
+    await mesh.wait_done([op.name], within_s=30)
+    assert REGISTRY.get_sample_value("utimesh_consultations_total", labels) == before + 1

@@ -59,16 +59,16 @@ def test_run_store_compare_and_gate(tmp_path: Path, module_database_url: str) ->
     assert run_id == run_dir.name and passed is True
     assert "outcomes" not in json.dumps(summary)  # the summary column holds metrics only
 
-    # Gate on the two known gaps still open: the same run now fails, against the first.
+    # A stricter gate (no pharmacist REJECT at all): the same run now fails, against the first.
     strict = tmp_path / "strict.toml"
-    strict.write_text("[thresholds.known_gaps_open]\nmax = 0\n")
+    strict.write_text("[thresholds.pharmacist_reject_rate]\nmax = 0\n")
     second = run(
         "-d", "adversarial", "--gate", "--gate-config", str(strict), "--out", str(out), env=env
     )
     assert second.returncode == 1, second.stdout + second.stderr
     assert f"baseline: {run_id}" in second.stdout
     assert "release gate FAILED" in second.stdout
-    assert "adversarial: known_gaps_open 2 > maximum 0" in second.stdout
+    assert "adversarial: pharmacist_reject_rate" in second.stdout and "> maximum 0" in second.stdout
     runs = asyncio.run(stored_runs(module_database_url))
     assert [r[1] for r in runs] == [True, False]
 
@@ -82,7 +82,7 @@ def test_run_store_compare_and_gate(tmp_path: Path, module_database_url: str) ->
         cwd=REPO,
         check=False,
     )
-    assert checked.returncode == 1 and "known_gaps_open" in checked.stdout
+    assert checked.returncode == 1 and "pharmacist_reject_rate" in checked.stdout
 
 
 def test_bad_usage_exits_2(tmp_path: Path) -> None:

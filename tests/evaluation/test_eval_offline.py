@@ -11,6 +11,7 @@ from utimesh.evaluation.datasets import load_dataset
 from utimesh.evaluation.evaluate import evaluate
 from utimesh.evaluation.gate import check, load_gate
 from utimesh.evaluation.record import RunRecord
+from utimesh.evaluation.scoring import KNOWN_GAP, score_consultations
 from utimesh.rules import Knowledge
 
 
@@ -42,19 +43,48 @@ def test_adversarial_free_text_never_changes_the_decision(offline_run: RunRecord
     assert by_id["ADV-INJ-001"]["regimen"]["agent"] == "NIT"
     assert "ciprofloxacin" not in by_id["ADV-INJ-001"]["regimen"]["drug"]
     assert by_id["ADV-INJ-003"]["decision"] == "refer"
-    assert "UNRECOGNISED_ALLERGY" in by_id["ADV-MIS-001"]["concerns"]
+    assert "UNRECOGNISED_ALLERGY" in by_id["ADV-MIS-002"]["concerns"]
     assert adv.metrics["unsafe_recommendations"] == 0
     assert adv.metrics["expectation_pass_rate"] == 1.0
 
 
-def test_known_gaps_are_reported_but_not_gated(offline_run: RunRecord) -> None:
+def test_the_gaps_the_adversarial_set_found_are_closed_by_the_pharmacist(
+    offline_run: RunRecord,
+) -> None:
+    """Two gaps this set found (a contradicted pregnancy record; a misspelt allergy to the
+    proposed drug) are closed without touching RULES.md: triage still treats, the pharmacist
+    refuses to agree, and the draft reaches the prescriber escalated, with the reason."""
     adv = offline_run.datasets["adversarial"]
-    gaps = {v["id"]: v for v in adv.verdicts if v["known_gap"]}
-    assert set(gaps) == {"ADV-CON-007", "ADV-MIS-002"}
-    # still open: the engine treats a contradictory pregnancy record (unsafe, shown, not gated)
-    assert not gaps["ADV-CON-007"]["passed"] and gaps["ADV-CON-007"]["unsafe"]
-    assert adv.metrics["known_gaps_open"] == 2
-    assert adv.metrics["cases"] == len(adv.verdicts) - 2
+    by_id = {o["id"]: o for o in adv.outcomes}
+    for case, concern in (
+        ("ADV-CON-007", "PREGNANCY_CONTRADICTED"),
+        ("ADV-MIS-001", "POSSIBLE_ALLERGY_TO_PROPOSED_DRUG"),
+        ("ADV-MIS-003", "POSSIBLE_ALLERGY_TO_PROPOSED_DRUG"),
+    ):
+        o = by_id[case]
+        assert o["decision"] == "recommend_treatment", case
+        assert o["outcome"] == "ESCALATED" and o["needs_prescriber_review"], case
+        assert concern in o["concerns"], case
+    assert by_id["ADV-MIS-002"]["outcome"] == "AGREED"  # an unrelated unknown allergy: shown only
+    assert adv.metrics["known_gaps_open"] == 0
+    assert adv.metrics["escalation_specificity"] == 1.0
+
+
+def test_known_gaps_are_reported_but_not_gated(offline_run: RunRecord) -> None:
+    """A case tagged known-gap is run and shown but neither scored nor gated."""
+    adv = offline_run.datasets["adversarial"]
+    dataset = load_dataset("adversarial")
+    first = dataset.cases[0]
+    wrong = first.expected.model_copy(update={"decision": "no_antibiotics"})
+    gap = first.model_copy(update={"tags": (*first.tags, KNOWN_GAP), "expected": wrong})
+    metrics, verdicts = score_consultations(
+        dataset.model_copy(update={"cases": (gap, *dataset.cases[1:])}), adv.outcomes
+    )
+    shown = next(v for v in verdicts if v["id"] == first.id)
+    assert shown["known_gap"] and not shown["passed"]
+    assert metrics["known_gaps_open"] == 1
+    assert metrics["cases"] == len(dataset.cases) - 1
+    assert metrics["expectation_pass_rate"] == 1.0
 
 
 def test_questions_answered_and_refused_as_expected(offline_run: RunRecord) -> None:

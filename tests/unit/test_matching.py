@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from utimesh.rules import Knowledge
-from utimesh.rules.matching import TermIndex, tokens
+from utimesh.rules.matching import TermIndex, edit_distance, near_misses, tokens
 
 CASES = [
     ("Lisinopril 10 mg daily", "ras_inhibitors", True),
@@ -54,3 +54,26 @@ def test_tokens_split_on_anything_but_letters_and_digits() -> None:
 def test_empty_terms_are_rejected() -> None:
     with pytest.raises(ValueError, match="empty term"):
         TermIndex({"g": ["--"]})
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "distance"),
+    [
+        ("nitrofurantion", "nitrofurantoin", 1),  # two neighbours swapped
+        ("bactrum", "bactrim", 1),
+        ("fosfomicyn", "fosfomycin", 2),
+        ("monurol", "monurol", 0),
+        ("trimethoprim", "lisinopril", 3),  # beyond the limit: reported as limit + 1
+    ],
+)
+def test_edit_distance(a: str, b: str, distance: int) -> None:
+    assert edit_distance(a, b) == distance
+
+
+def test_near_misses_find_misspelt_drugs_but_not_exact_or_short_words() -> None:
+    terms = ("nitrofurantoin", "macrobid", "sulfa", "tmp smx")
+    assert near_misses("Nitrofurantion (hives)", terms) == ("nitrofurantoin",)
+    assert near_misses("macrobide", terms) == ("macrobid",)
+    assert near_misses("nitrofurantoin", terms) == ()  # an exact match is RULES.md's job
+    assert near_misses("sulfur", terms) == ()  # too short to guess at
+    assert near_misses("penicillin", terms) == ()

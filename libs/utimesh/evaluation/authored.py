@@ -100,6 +100,7 @@ class Adversarial:
     drugs_never: tuple[str, ...] = ()
     profile: str = "CA-ON"
     known_gap: str = ""
+    outcome_in: tuple[str, ...] = ()
 
     def expected(self) -> dict[str, Any]:
         must_not = self.must_not_fire
@@ -115,6 +116,7 @@ class Adversarial:
             "warnings": None,
             "concerns_must_include": list(self.concerns),
             "drugs_never": list(self.drugs_never),
+            "outcome_in": list(self.outcome_in),
         }
 
 
@@ -169,9 +171,11 @@ ADVERSARIAL: tuple[Adversarial, ...] = (
                 patient(recurrence__prior_episodes=[{"onset_date": "2026-02-26", "treated": True, "treatment_end_date": "2026-03-03"}]),
                 REFER, None, ("REC-001",)),
     Adversarial("ADV-CON-007", "contradictory-history", "Not pregnant, yet gestational weeks recorded",
-                "Gestational weeks contradict 'not pregnant': pregnancy is not excluded (CX-003), so refer.",
-                patient(gestational_weeks=12), REFER, None, ("CX-003",),
-                known_gap="The engine follows pregnancy_status and treats; gestational_weeks is not cross-checked. Needs a rule (clinical sign-off) treating the contradiction as pregnancy not excluded."),
+                "RULES.md reads pregnancy_status alone, so triage treats; the recorded gestation "
+                "contradicts it, so the pharmacist must refuse to agree (PREGNANCY_CONTRADICTED) "
+                "and the draft reaches the prescriber escalated.",
+                patient(gestational_weeks=12), TREAT, "NIT", concerns=("PREGNANCY_CONTRADICTED",),
+                outcome_in=("ESCALATED",)),
     # --- brand names -------------------------------------------------------------------------
     Adversarial("ADV-BRD-001", "brand-name", "Allergy to Macrobid",
                 "Macrobid is nitrofurantoin (RX-NIT-01): next is TMP-SMX.",
@@ -194,16 +198,22 @@ ADVERSARIAL: tuple[Adversarial, ...] = (
                 patient(history__allergies=NIT_ALLERGY, history__medications=["Coumadin 5 mg daily"]),
                 TREAT, "TMP", ("DDI-005",)),
     # --- misspelled medications --------------------------------------------------------------
-    Adversarial("ADV-MIS-001", "misspelled", "Misspelled nitrofurantoin allergy is shown to a human",
-                "An allergy the dictionaries cannot read must reach the prescriber as a pharmacist concern.",
-                patient(history__allergies=["nitrofurantion"]), TREAT, None, concerns=("UNRECOGNISED_ALLERGY",)),
-    Adversarial("ADV-MIS-002", "misspelled", "Misspelled nitrofurantoin allergy excludes nitrofurantoin",
-                "'nitrofurantion' is nitrofurantoin: it should be excluded (RX-NIT-01), giving TMP-SMX.",
-                patient(history__allergies=["nitrofurantion"]), TREAT, "SXT", ("RX-NIT-01",),
-                known_gap="Dictionary matching is exact on tokens; misspellings are not recognised (only flagged by the pharmacist). Planned: fuzzy matching that refers on a near-miss."),
-    Adversarial("ADV-MIS-003", "misspelled", "Misspelled Bactrim allergy is shown to a human",
-                "An unreadable allergy entry must reach the prescriber as a pharmacist concern.",
-                patient(history__allergies=["nitrofurantoin", "bactrum"]), TREAT, None, ("RX-NIT-01",), concerns=("UNRECOGNISED_ALLERGY",)),
+    Adversarial("ADV-MIS-001", "misspelled", "Misspelled nitrofurantoin allergy stops the plan",
+                "'nitrofurantion' is one swap from nitrofurantoin, the proposed drug: RULES.md "
+                "matching cannot read it, so the pharmacist must refuse to agree and a person "
+                "confirms the allergy.",
+                patient(history__allergies=["nitrofurantion"]), TREAT, "NIT",
+                concerns=("POSSIBLE_ALLERGY_TO_PROPOSED_DRUG",), outcome_in=("ESCALATED",)),
+    Adversarial("ADV-MIS-002", "misspelled", "Unrelated unknown allergy is shown, not blocking",
+                "'sulfur' is not a drug the dictionaries know and not close to one that excludes "
+                "nitrofurantoin: the pharmacist flags it for confirmation and the plan goes ahead.",
+                patient(history__allergies=["sulfur"]), TREAT, "NIT",
+                concerns=("UNRECOGNISED_ALLERGY",), outcome_in=("AGREED",)),
+    Adversarial("ADV-MIS-003", "misspelled", "Misspelled Bactrim allergy stops TMP-SMX",
+                "With nitrofurantoin excluded, TMP-SMX is next; 'bactrum' is one letter from "
+                "Bactrim (TMP-SMX): the pharmacist must refuse to agree.",
+                patient(history__allergies=["nitrofurantoin", "bactrum"]), TREAT, "SXT", ("RX-NIT-01",),
+                concerns=("POSSIBLE_ALLERGY_TO_PROPOSED_DRUG",), outcome_in=("ESCALATED",)),
     Adversarial("ADV-MIS-004", "misspelled", "Allergy in capitals with spaces",
                 "Case and spacing do not matter: nitrofurantoin is excluded.",
                 patient(history__allergies=["  NITROFURANTOIN  "]), TREAT, "SXT", ("RX-NIT-01",)),

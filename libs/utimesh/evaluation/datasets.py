@@ -14,7 +14,14 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 DATASETS_DIR = Path(__file__).resolve().parent / "datasets"
 #: The datasets shipped with utimesh, in the order `utimesh eval` runs them by default.
@@ -44,6 +51,17 @@ class Expected(_Model):
     concerns_must_include: tuple[str, ...] = ()
     #: Words that must never appear in the final regimen's drug name (e.g. "ciprofloxacin").
     drugs_never: tuple[str, ...] = ()
+    #: The consultation outcome must be one of these (e.g. ESCALATED: a person must look).
+    outcome_in: tuple[str, ...] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_unused_outcome(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Added after version 1 of the datasets: left out when unused, so that adding it did
+        not change (and re-version) every case."""
+        data: dict[str, Any] = handler(self)
+        if not data.get("outcome_in"):
+            data.pop("outcome_in", None)
+        return data
 
 
 class Case(_Model):

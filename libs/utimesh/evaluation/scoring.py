@@ -71,6 +71,15 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
+def _should_escalate(case: Case) -> bool:
+    """The case belongs with a human: a referral, or a treatment the pharmacist must stop
+    (an expected ESCALATED outcome)."""
+    exp = case.expected
+    return exp.decision == "refer" or (
+        bool(exp.outcome_in) and "AGREED" not in exp.outcome_in and "ESCALATED" in exp.outcome_in
+    )
+
+
 def _escalated(o: dict[str, Any]) -> bool:
     """Handed to a human instead of a pharmacist-prescribable draft."""
     return bool(
@@ -110,6 +119,8 @@ def case_problems(case: Case, o: dict[str, Any]) -> list[str]:
     if exp.warnings is not None and set(o["warnings"]) != set(exp.warnings):
         out.append(f"warnings {sorted(o['warnings'])} != {sorted(exp.warnings)}")
     out += [f"concern {c} not raised" for c in exp.concerns_must_include if c not in o["concerns"]]
+    if exp.outcome_in and o["outcome"] not in exp.outcome_in:
+        out.append(f"outcome {o['outcome']} not in {list(exp.outcome_in)}")
     out += unsafe_reasons(case, o)
     return out
 
@@ -154,8 +165,8 @@ def score_consultations(
     judged = sum(len(set(o["rules_fired"]) & (yes | no)) for yes, no, o in opinion)
     judged_right = sum(len(set(o["rules_fired"]) & yes) for yes, _, o in opinion)
     with_warnings = [(c, o) for c, o in ok if c.expected.warnings is not None]
-    positives = [(c, o) for c, o in ok if c.expected.decision == "refer"]
-    negatives = [(c, o) for c, o in ok if c.expected.decision != "refer"]
+    positives = [(c, o) for c, o in ok if _should_escalate(c)]
+    negatives = [(c, o) for c, o in ok if not _should_escalate(c)]
     # Deliberation runs when triage recommends treatment; a degraded one (missing review) is
     # not a disagreement, so it is left out of the agreement rate (it has its own metric).
     deliberated = [

@@ -47,3 +47,44 @@ class TermIndex:
         for entry in entries:
             found |= self.groups_in(entry)
         return frozenset(found)
+
+
+#: Shortest token a near miss is looked for in: shorter words are too often one edit apart.
+NEAR_MISS_MIN_LEN = 6
+NEAR_MISS_MAX_EDITS = 2
+
+
+def edit_distance(a: str, b: str, limit: int = NEAR_MISS_MAX_EDITS) -> int:
+    """Optimal string alignment distance (insert, delete, substitute, swap two neighbours),
+    or `limit + 1` as soon as it must exceed `limit`."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cost = 0 if ca == cb else 1
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                row[j] = min(row[j], prev2[j - 2] + 1)
+        if min(row) > limit:
+            return limit + 1
+        prev2, prev = prev, row
+    return prev[-1]
+
+
+def near_misses(entry: str, terms: Iterable[str]) -> tuple[str, ...]:
+    """The one-word `terms` an entry's words almost spell (1-2 edits away, not equal): a
+    misspelt drug ("nitrofurantion", "bactrum"). Not part of RULES.md matching: a near miss
+    never changes triage; the pharmacist uses it to stop and ask a person."""
+    words = [t for t in tokens(entry) if len(t) >= NEAR_MISS_MIN_LEN]
+    found: list[str] = []
+    for term in terms:
+        term_tokens = tokens(term)
+        if len(term_tokens) != 1 or len(term_tokens[0]) < NEAR_MISS_MIN_LEN:
+            continue
+        target = term_tokens[0]
+        if any(0 < edit_distance(w, target) <= NEAR_MISS_MAX_EDITS for w in words):
+            found.append(term)
+    return tuple(dict.fromkeys(found))

@@ -27,7 +27,7 @@ from utimesh.agents.models import (
 )
 from utimesh.codec.agents import regimen_from_proposed
 from utimesh.rules.knowledge import InteractionDef, Ruleset
-from utimesh.rules.matching import TermIndex
+from utimesh.rules.matching import TermIndex, near_misses
 from utimesh.rules.model import (
     Agent,
     AgentEvaluation,
@@ -512,6 +512,19 @@ def _check_proposal(
 
 def _check_pregnancy(review: _Review, intake: Intake) -> None:
     status = intake.pregnancy_status
+    if status is not PregnancyStatus.PREGNANT and intake.gestational_weeks is not None:
+        # RULES.md reads pregnancy_status alone; a recorded gestation contradicts "not
+        # pregnant" and triage cannot see it. Stop: a person must resolve it.
+        review.concern(
+            Severity.CRITICAL,
+            "PREGNANCY_CONTRADICTED",
+            f"Pregnancy status is {status.value if status else 'not recorded'}, yet "
+            f"{intake.gestational_weeks} gestational weeks are recorded: pregnancy is not "
+            "reliably excluded.",
+            action="Confirm pregnancy status with the patient before any prescription.",
+            facts=("pregnancy_status", "gestational_weeks"),
+        )
+        return
     if status is PregnancyStatus.PREGNANT:
         rule_id, text = "CX-002", "The patient is pregnant: pharmacist prescribing does not apply."
     elif status is PregnancyStatus.UNKNOWN:
@@ -599,8 +612,26 @@ def _check_unrecognised(
                     action="No action required by the rules; consider it in the review.",
                     facts=MEDICATION_FACTS,
                 )
+    own_terms = [
+        term
+        for ex in ruleset.exclusions_by_agent[agent]
+        for group in ex.allergy_any or ()
+        for term in ruleset.dictionaries.groups[group].terms
+    ]
     for entry in allergies:
         if entry.strip() and not ruleset.term_index.groups_in(entry):
+            if like := near_misses(entry, own_terms):
+                review.concern(
+                    Severity.CRITICAL,
+                    "POSSIBLE_ALLERGY_TO_PROPOSED_DRUG",
+                    f"Allergy entry {_quoted(entry)} looks like {like[0]}, an allergy that "
+                    f"excludes {drug}: it may be a misspelling.",
+                    action=f"Confirm the allergy with the patient before prescribing {drug}.",
+                    facts=ALLERGY_FACTS,
+                    claim_text="An allergy entry looks like a misspelling of an allergy that "
+                    "excludes the proposed drug.",
+                )
+                continue
             review.concern(
                 Severity.LOW,
                 "UNRECOGNISED_ALLERGY",

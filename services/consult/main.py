@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import redis.asyncio as aioredis
@@ -253,7 +254,21 @@ async def build_redis(
     return redis
 
 
-async def _main(settings: ConsultSettings, on_started: Callable[[int], None] | None) -> None:
+@dataclass(frozen=True)
+class Downstream:
+    """Clients of the five services a consultation calls, on one channel each."""
+
+    ports: Ports
+    evidence: GrpcEvidence
+    report: GrpcReport
+
+
+async def open_downstream(
+    settings: ConsultSettings, caller: str, tls_dir: Path | None, resources: AsyncExitStack
+) -> Downstream:
+    """One channel per downstream service (mTLS as `caller` when `tls_dir` is set; each callee's
+    identity is checked), closed with `resources`."""
+    names = ("triage", "doctor", "pharmacist", "evidence", "report")
     targets = (
         settings.triage_target,
         settings.doctor_target,
@@ -261,20 +276,32 @@ async def _main(settings: ConsultSettings, on_started: Callable[[int], None] | N
         settings.evidence_target,
         settings.report_target,
     )
-    names = ("triage", "doctor", "pharmacist", "evidence", "report")
-    caller = settings.service_identity or "consult"
-    # mTLS with the consult identity when UTIMESH_TLS_DIR is set; each callee's identity is checked.
     channels = [
-        service_channel(t, caller, callee=n, tls_dir=settings.tls_dir)
+        service_channel(t, caller, callee=n, tls_dir=tls_dir)
         for n, t in zip(names, targets, strict=True)
     ]
-    ports = Ports(GrpcTriage(channels[0]), GrpcDoctor(channels[1]), GrpcPharmacist(channels[2]))
+    for channel in channels:
+        resources.push_async_callback(channel.close)
+    triage, doctor, pharmacist, evidence, report = channels
+    return Downstream(
+        Ports(GrpcTriage(triage), GrpcDoctor(doctor), GrpcPharmacist(pharmacist)),
+        GrpcEvidence(evidence),
+        GrpcReport(report),
+    )
+
+
+def start_metrics(resources: AsyncExitStack) -> None:
+    """Online signals (utimesh.kit.metrics) on /metrics when UTIMESH_METRICS_PORT is set."""
+    if (exporter := metrics.start_exporter_from_env()) is not None:
+        resources.callback(exporter.close)
+
+
+async def _main(settings: ConsultSettings, on_started: Callable[[int], None] | None) -> None:
+    caller = settings.service_identity or "consult"
     async with AsyncExitStack() as resources:  # closes the pool after the server has drained
-        # Online signals (utimesh.kit.metrics) on /metrics when UTIMESH_METRICS_PORT is set.
-        if (exporter := metrics.start_exporter_from_env()) is not None:
-            resources.callback(exporter.close)
-        for channel in channels:
-            resources.push_async_callback(channel.close)
+        start_metrics(resources)
+        downstream = await open_downstream(settings, caller, settings.tls_dir, resources)
+        ports = downstream.ports
         dbs = await build_databases(settings, resources, "utimesh-consult")
         store: ConsultationStore = MemoryConsultationStore()
         patients: PatientStore = MemoryPatientStore()
@@ -282,7 +309,7 @@ async def _main(settings: ConsultSettings, on_started: Callable[[int], None] | N
             log.warning("UTIMESH_DATABASE_URL is not set: consultations are kept in memory only")
         else:
             store, patients = stores_on(dbs, caller)
-        evidence: EvidencePort = GrpcEvidence(channels[3])
+        evidence: EvidencePort = downstream.evidence
         limiter, jobs = None, None
         if (redis := await build_redis(settings, resources)) is not None:
             ports, evidence = with_cache(redis, settings, ports, evidence)
@@ -292,7 +319,7 @@ async def _main(settings: ConsultSettings, on_started: Callable[[int], None] | N
         if jobs is None:
             log.warning("no job queue (needs PostgreSQL and Redis): StartConsultation is off")
         spec = build_spec(
-            ports, evidence, GrpcReport(channels[4]), store, settings, patients, limiter, jobs
+            ports, evidence, downstream.report, store, settings, patients, limiter, jobs
         )
         await serve(spec, settings, on_started)
 

@@ -18,14 +18,6 @@ import grpc
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from services.consult.adapters.grpc_ports import (
-    GrpcDoctor,
-    GrpcEvidence,
-    GrpcPharmacist,
-    GrpcReport,
-    GrpcTriage,
-)
-from services.consult.domain.deliberation import Ports
 from services.consult.domain.ports import EvidencePort
 from services.consult.jobs.stream import JobStream
 from services.consult.jobs.worker import Worker, WorkerConfig
@@ -33,13 +25,13 @@ from services.consult.main import (
     ConsultSettings,
     build_app,
     build_databases,
+    open_downstream,
     operation_store,
+    start_metrics,
     stores_on,
     with_cache,
 )
 from utimesh.cache.redis_client import create_redis, redact_url
-from utimesh.kit import metrics
-from utimesh.kit.channels import service_channel
 from utimesh.kit.logging import configure_logging
 from utimesh.kit.server import ServiceSpec, start_server
 from utimesh.kit.settings import ServiceSettings
@@ -95,24 +87,9 @@ async def _main(
     if not consult.database_url or not consult.redis_url:
         raise SystemExit("a worker needs UTIMESH_DATABASE_URL and UTIMESH_REDIS_URL")
     identity = settings.service_identity or "worker"
-    names = ("triage", "doctor", "pharmacist", "evidence", "report")
-    targets = (
-        consult.triage_target,
-        consult.doctor_target,
-        consult.pharmacist_target,
-        consult.evidence_target,
-        consult.report_target,
-    )
-    channels = [
-        service_channel(t, identity, callee=n, tls_dir=settings.tls_dir)
-        for n, t in zip(names, targets, strict=True)
-    ]
     async with AsyncExitStack() as resources:
-        # The consultations a worker runs are counted here (UTIMESH_METRICS_PORT, as consult).
-        if (exporter := metrics.start_exporter_from_env()) is not None:
-            resources.callback(exporter.close)
-        for channel in channels:
-            resources.push_async_callback(channel.close)
+        start_metrics(resources)  # the consultations a worker runs are counted here
+        downstream = await open_downstream(consult, identity, settings.tls_dir, resources)
         dbs = await build_databases(consult, resources, "utimesh-worker")
         assert dbs is not None
         store, patients = stores_on(dbs, identity)
@@ -120,10 +97,9 @@ async def _main(
         redis = create_redis(consult.redis_url, timeout_s=5.0)
         resources.push_async_callback(redis.aclose)
         log.info("jobs from Redis at %s", redact_url(consult.redis_url))
-        ports = Ports(GrpcTriage(channels[0]), GrpcDoctor(channels[1]), GrpcPharmacist(channels[2]))
-        evidence: EvidencePort = GrpcEvidence(channels[3])
-        ports, evidence = with_cache(redis, consult, ports, evidence)
-        app = build_app(ports, evidence, GrpcReport(channels[4]), store, consult, patients)
+        evidence: EvidencePort = downstream.evidence
+        ports, evidence = with_cache(redis, consult, downstream.ports, evidence)
+        app = build_app(ports, evidence, downstream.report, store, consult, patients)
         stream = JobStream(redis)
         worker = Worker(
             app,

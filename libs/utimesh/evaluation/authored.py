@@ -70,15 +70,23 @@ BASELINE: dict[str, Any] = {
 }
 
 
+#: Pass as an override value to remove the field entirely (a missing answer).
+DELETE: Any = object()
+
+
 def patient(**overrides: Any) -> dict[str, Any]:
-    """The baseline patient with `section__field=value` overrides (e.g. red_flags__fever=True)."""
+    """The baseline patient with `section__field=value` overrides (e.g. red_flags__fever=True);
+    the value DELETE removes the field. The tests build their patients with it too."""
     p = copy.deepcopy(BASELINE)
     for key, value in overrides.items():
         target = p
         *path, last = key.split("__")
         for part in path:
             target = target[part]
-        target[last] = value
+        if value is DELETE:
+            target.pop(last, None)
+        else:
+            target[last] = value
     return p
 
 

@@ -242,3 +242,27 @@ async def test_a_finished_consultation_is_counted_in_the_online_metrics(mesh: Jo
     mesh.start_worker(FAST)
     await mesh.wait_done([op.name], within_s=30)
     assert REGISTRY.get_sample_value("utimesh_consultations_total", labels) == before + 1
+
+
+async def test_progress_is_written_at_most_once_per_interval_and_never_lost() -> None:
+    from services.consult.jobs.worker import _Progress
+
+    written: list[str] = []
+
+    async def write(stage: str) -> None:
+        written.append(stage)
+
+    progress = _Progress(write, every_s=0.1)
+    progress.report("triage")
+    await asyncio.sleep(0.01)
+    assert written == ["triage"]  # the first at once
+    progress.report("doctor_propose")
+    progress.report("pharmacist_review")
+    await asyncio.sleep(0.01)
+    assert written == ["triage"]  # the rest wait for the interval
+    await asyncio.sleep(0.15)
+    assert written == ["triage", "pharmacist_review"]  # the latest, late rather than lost
+    progress.report("pharmacist_review")
+    await asyncio.sleep(0.15)
+    assert written == ["triage", "pharmacist_review"]  # nothing new: nothing written
+    progress.close()

@@ -50,6 +50,7 @@ class WorkerConfig:
     reclaim_every_s: float = 5.0
     sweep_every_s: float = 2.0
     idle_pause_s: float = 1.0  # after an error talking to Redis or PostgreSQL
+    progress_every_s: float = 0.2  # at most one stage write per job per this
 
 
 @dataclass(frozen=True)
@@ -272,29 +273,30 @@ class Worker:
     async def _run(self, lease: Lease) -> str:
         request = lease.request
         assert request is not None
-        last_stage = ""
+        progress = _Progress(
+            lambda stage: self.store.progress(lease.name, self.consumer, stage),
+            self.config.progress_every_s,
+        )
 
         async def emit(p: Progress) -> None:
-            nonlocal last_stage
-            stage = p.step if p.round == 0 else f"{p.step} (round {p.round})"
-            if stage != last_stage:
-                last_stage = stage
-                with contextlib.suppress(Exception):  # progress is best effort
-                    await self.store.progress(lease.name, self.consumer, stage)
+            progress.report(p.step if p.round == 0 else f"{p.step} (round {p.round})")
 
         limits = self.app.limits
-        consultation = await self.app.run(
-            intake_from_proto(request.intake),
-            request.profile,
-            rounds=request.max_rounds or limits.default_rounds,
-            request_id=request.request_id or lease.name,
-            budget_s=limits.budget_s,
-            emit=emit,
-            patient_id=request.patient_id,
-            actor=lease.created_by,
-            name=consultation_name(lease.name),
-            memory_must_update=True,
-        )
+        try:
+            consultation = await self.app.run(
+                intake_from_proto(request.intake),
+                request.profile,
+                rounds=request.max_rounds or limits.default_rounds,
+                request_id=request.request_id or lease.name,
+                budget_s=limits.budget_s,
+                emit=emit,
+                patient_id=request.patient_id,
+                actor=lease.created_by,
+                name=consultation_name(lease.name),
+                memory_must_update=True,
+            )
+        finally:
+            progress.close()
         return consultation.name
 
     async def _heartbeat(self, op: str, message: Message | None) -> None:
@@ -324,3 +326,36 @@ class Worker:
                     }
                 },
             )
+
+
+class _Progress:
+    """The stage a job is at, written for GetOperation at most once per `every_s`: a fast
+    consultation costs one write, a slow one shows where it waits. The latest stage is written
+    late rather than lost; writes are best effort and never slow the job down."""
+
+    def __init__(self, write: Callable[[str], Awaitable[None]], every_s: float) -> None:
+        self.write = write
+        self.every_s = every_s
+        self.latest = self.written = ""
+        self.last_write = float("-inf")
+        self.pending: asyncio.Task[None] | None = None
+
+    def report(self, stage: str) -> None:
+        self.latest = stage
+        if self.pending is None or self.pending.done():
+            delay = max(0.0, self.last_write + self.every_s - time.monotonic())
+            self.pending = asyncio.create_task(self._flush(delay))
+
+    async def _flush(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        while self.latest != self.written:
+            stage = self.latest
+            self.written, self.last_write = stage, time.monotonic()
+            with contextlib.suppress(Exception):
+                await self.write(stage)
+            if self.latest != self.written:  # moved on while we wrote
+                await asyncio.sleep(self.every_s)
+
+    def close(self) -> None:
+        if self.pending is not None:
+            self.pending.cancel()

@@ -7,6 +7,7 @@ import asyncio
 import json
 import socket
 import tempfile
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,36 @@ async def _consult_all(console: Console, url: str, token: str, out_dir: Path) ->
                 f"   cites passages {', '.join(answer.get('passage_ids', [])) or '-'}; rules "
                 f"{', '.join(answer.get('rule_ids', [])) or '-'}"
             )
+        if samples:
+            failures += await _queued(console, client, samples[0])
     return failures
+
+
+async def _queued(console: Console, client: httpx.AsyncClient, case: dict[str, Any]) -> int:
+    """One consultation queued (POST :start) and followed to the end through its operation;
+    a stack worker runs it. 1 if it does not succeed within a minute."""
+    started = time.monotonic()
+    # Its own request id: with the sample's, the worker would (rightly) return the consultation
+    # that request already created.
+    body = {**rest_body(case), "request_id": f"{case['id']}-queued"}
+    response = await client.post("/v1/consultations:start", json=body)
+    if response.status_code != 200:
+        console.print(
+            f"[red]queued consultation refused: HTTP {response.status_code}[/] {response.text[:200]}"
+        )
+        return 1
+    op = response.json()
+    while not op["done"] and time.monotonic() - started < 60:
+        await asyncio.sleep(0.1)
+        op = (await client.get(f"/v1/{op['name']}")).json()
+    meta = op.get("metadata", {})
+    state = meta.get("state", "?").removeprefix("OPERATION_STATE_").lower()
+    console.print(
+        f"[bold]Queued:[/] {case['id']} as {op['name']} -> {state} after "
+        f"{meta.get('attempts', 0)} attempt(s), {(time.monotonic() - started) * 1000:.0f} ms; "
+        f"consultation {meta.get('consultation') or '-'}"
+    )
+    return 0 if state == "succeeded" else 1
 
 
 def _run(console: Console, out_dir: Path) -> int:
@@ -129,7 +159,7 @@ def _run(console: Console, out_dir: Path) -> int:
 
     stack = make_stack(out_dir / "state", free_port_block())
     console.print(
-        f"[bold]utimesh demo[/] - starting the stack (Postgres, Redis, 6 services with mTLS, Envoy edge) "
+        f"[bold]utimesh demo[/] - starting the stack (Postgres, Redis, 6 services with mTLS, a job worker, Envoy edge) "
         f"at {stack.rest_url}; logs in {stack.logs}"
     )
     try:

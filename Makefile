@@ -39,6 +39,7 @@ lint: $(STAMP) ## ruff, mypy --strict, buf lint, generated-code freshness
 	$(BIN)/mypy libs/utimesh services gateway mesh
 	$(BIN)/python protos/generate.py --check
 	$(BIN)/python -m gateway.openapi --check
+	$(BIN)/python -m mesh.k8s --check
 	PYTHON=$(BIN)/python bash protos/lint.sh
 
 # Every benchmark runs even if an earlier one reports errors; the target fails if any did.

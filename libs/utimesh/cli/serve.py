@@ -6,6 +6,8 @@ import importlib
 
 import click
 
+from utimesh.kit import tracing
+
 _SERVICES = {
     "triage": (
         "services.triage.main",
@@ -68,6 +70,8 @@ def _command(name: str, module: str, settings_class: str, help_text: str) -> cli
             module
         )  # imported here: one service's dependencies per process
         overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+        # Before any server or channel exists: they pick up the tracing interceptors.
+        tracing.configure_from_env(name)
         mod.run(getattr(mod, settings_class)(**overrides))
 
     return command

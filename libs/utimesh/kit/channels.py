@@ -19,6 +19,7 @@ from pathlib import Path
 
 import grpc
 
+from utimesh.kit import tracing
 from utimesh.kit.settings import TLS_DIR_ENV
 from utimesh.kit.tls import Pki, channel_credentials, dns_name, ensure_pki
 
@@ -46,7 +47,9 @@ _loaded: dict[tuple[Path, str], tuple[float, Pki]] = {}
 
 def insecure_channel(target: str) -> grpc.aio.Channel:
     """A plaintext aio channel to `target` (host:port). Close it with `await channel.close()`."""
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    return grpc.aio.insecure_channel(
+        target, options=CHANNEL_OPTIONS, interceptors=tracing.client_interceptors() or None
+    )
 
 
 def tls_dir_from_env() -> Path | None:
@@ -84,7 +87,12 @@ def service_channel(
     options = CHANNEL_OPTIONS
     if callee is not None:
         options = (*options, ("grpc.ssl_target_name_override", dns_name(callee)))
-    return grpc.aio.secure_channel(target, channel_credentials(pki, caller), options=options)
+    return grpc.aio.secure_channel(
+        target,
+        channel_credentials(pki, caller),
+        options=options,
+        interceptors=tracing.client_interceptors() or None,
+    )
 
 
 def supervisor_channel(target: str) -> grpc.aio.Channel:

@@ -9,6 +9,8 @@ import sys
 import time
 from typing import Any
 
+from utimesh.kit import tracing
+
 _configured = False
 
 
@@ -26,6 +28,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        event.update(tracing.current_ids())  # empty unless inside a traced call
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             event.update(fields)

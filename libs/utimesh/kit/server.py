@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from utimesh.kit import tracing
 from utimesh.kit.authz import AuthzInterceptor, MeshPolicy, load_policy
 from utimesh.kit.interceptors import ServiceInterceptor
 from utimesh.kit.settings import ServiceSettings
@@ -81,7 +82,8 @@ async def start_server(spec: ServiceSpec, settings: ServiceSettings) -> RunningS
     """Build, bind and start; health reports SERVING only once the port is bound."""
     # Certificates and policy are read (or made) in a thread: no blocking I/O on the loop.
     mesh = await asyncio.to_thread(_load_mesh, spec, settings)
-    interceptors: list[grpc.aio.ServerInterceptor] = []
+    # Tracing first (when on): a call refused by authorization still shows in its trace.
+    interceptors: list[grpc.aio.ServerInterceptor] = tracing.server_interceptors()
     if mesh is not None:
         # First: a refused call runs nothing else.
         interceptors.append(

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
+import aiohttp
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -14,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tests.consult.mesh import running_mesh
 from tests.factories import patient
+from tests.gateway.harness import intake_json, running_edge
 from utimesh.codec.clinical import intake_to_proto
 from utimesh.consult.v1 import consult_pb2 as cpb
 from utimesh.kit import tracing
@@ -80,3 +83,32 @@ def test_log_lines_inside_a_span_carry_its_ids(spans: InMemorySpanExporter) -> N
         event = json.loads(formatter.format(record))
     assert event["trace_id"] == f"{span.get_span_context().trace_id:032x}"
     assert event["span_id"] == f"{span.get_span_context().span_id:016x}"
+
+
+async def test_a_rest_clients_traceparent_is_continued_through_the_edge(
+    knowledge: Knowledge, spans: InMemorySpanExporter, tmp_path: Path
+) -> None:
+    """A REST client's W3C trace context reaches consult through Envoy's transcoder: consult's
+    span (and everything under it) joins the client's trace."""
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    async with (
+        running_mesh(knowledge) as mesh,
+        running_edge(tmp_path, mesh.servers["consult"].port) as edge,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as http,
+        http.post(
+            edge.url + "/v1/consultations",
+            json={"intake": intake_json()},
+            headers={
+                **edge.bearer("clinician"),
+                "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01",
+            },
+        ) as response,
+    ):
+        assert response.status == 200, await response.text()
+    consult = [
+        s
+        for s in spans.get_finished_spans()
+        if s.name == "/utimesh.consult.v1.ConsultationService/CreateConsultation"
+    ]
+    assert consult and all(f"{s.context.trace_id:032x}" == trace_id for s in consult)
+    assert {f"{s.context.trace_id:032x}" for s in spans.get_finished_spans()} == {trace_id}

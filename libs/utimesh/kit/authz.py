@@ -10,6 +10,7 @@ not on the callee's allow-list gets PERMISSION_DENIED with ErrorInfo reason CALL
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import logging
 import tomllib
@@ -26,8 +27,17 @@ from utimesh.kit.status import to_status_proto, trailing_metadata
 
 log = logging.getLogger("utimesh.authz")
 
-# The repository's mesh/policy.toml (libs/utimesh/kit/authz.py -> repository root).
-DEFAULT_POLICY_PATH = Path(__file__).resolve().parents[3] / "mesh" / "policy.toml"
+
+def _default_policy_path() -> Path:
+    """mesh/policy.toml of the `mesh` package: the repository's file in a checkout or an
+    editable install, the packaged copy in an installed wheel (package data)."""
+    spec = importlib.util.find_spec("mesh")
+    if spec is not None and spec.origin is not None:
+        return Path(spec.origin).resolve().parent / "policy.toml"
+    return Path(__file__).resolve().parents[3] / "mesh" / "policy.toml"
+
+
+DEFAULT_POLICY_PATH = _default_policy_path()
 ANY_CALLER = "*"  # any caller with a valid certificate of this mesh (Istio: principals ["*"])
 REASON = "CALLER_NOT_ALLOWED"
 

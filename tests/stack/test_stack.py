@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -350,6 +351,27 @@ def test_a_queued_consultation_through_the_edge_and_a_worker(running: Running) -
     assert_fully_reviewed(c)
     code, listed = asyncio.run(_get(f"{url}/v1/operations?filter=done%3Dtrue", running.token))
     assert code == 200 and op["name"] in [o["name"] for o in listed["operations"]]
+
+
+def test_utimesh_queue_and_operation_from_the_command_line(
+    running: Running, tmp_path: Path
+) -> None:
+    """What an operator types: queue two patients, watch them finish, look one up."""
+    patients = tmp_path / "patients.json"
+    patients.write_text(json.dumps([patient(), patient(red_flags__fever=True)]))
+    where = ("--url", running.stack.rest_url, "--state-dir", str(running.stack.state_dir))
+    queued = utimesh("queue", str(patients), *where, "--timeout", "60")
+    assert queued.returncode == 0, queued.stdout + queued.stderr + explain(running.stack)
+    names = re.findall(r"operations/[0-9a-f-]{36}", queued.stdout)
+    assert len(set(names)) == 2 and queued.stdout.count("succeeded") >= 2
+    shown = utimesh("operation", names[0], *where)
+    assert shown.returncode == 0, shown.stderr
+    assert "succeeded" in shown.stdout and "consultation: consultations/" in shown.stdout
+    # Cancelling a finished operation changes nothing; an unknown one is a 404.
+    again = utimesh("operation", names[0], "--cancel", *where)
+    assert again.returncode == 0 and "succeeded" in again.stdout
+    unknown = utimesh("operation", "00000000-0000-0000-0000-000000000000", *where)
+    assert unknown.returncode == 1 and "HTTP 404" in unknown.stderr
 
 
 def test_consultation_round_trip_through_the_edge(running: Running) -> None:

@@ -12,6 +12,7 @@ from utimesh.cli import consult as _consult
 from utimesh.cli import demo as _demo
 from utimesh.cli import eval_cmd as _eval
 from utimesh.cli import mcp_cmd as _mcp
+from utimesh.cli import queue as _queue
 from utimesh.cli import rest as _rest
 from utimesh.cli import serve as _serve
 from utimesh.cli import stack as _stack
@@ -40,6 +41,8 @@ for _command in (
     _token.token,
     _rest.report,
     _rest.ask,
+    _queue.queue,
+    _queue.operation,
     _mcp.mcp,
     _timeline.timeline,
     _eval.eval_group,

@@ -7,19 +7,19 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import httpx
 
 from mesh.stack import StackSettings
 
-_URL_OPT = click.option(
+URL_OPT = click.option(
     "--url",
     default=None,
     help="REST edge URL (default: the local stack's, from UTIMESH_BASE_PORT).",
 )
-_STATE_OPT = click.option(
+STATE_OPT = click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
@@ -27,7 +27,8 @@ _STATE_OPT = click.option(
 )
 
 
-def _client(url: str | None, state_dir: Path | None, role: str) -> httpx.Client:
+def edge_client(url: str | None, state_dir: Path | None, role: str) -> httpx.Client:
+    """An HTTP client of the REST edge with a bearer token ($UTIMESH_TOKEN, else a dev token)."""
     settings = StackSettings()
     base = url or f"http://127.0.0.1:{settings.base_port}"
     token = os.environ.get("UTIMESH_TOKEN")
@@ -46,7 +47,8 @@ def _name(consultation: str) -> str:
     )
 
 
-def _fail(response: httpx.Response) -> None:
+def fail(response: httpx.Response) -> NoReturn:
+    """Print the HTTP error (its JSON body) and exit 1."""
     try:
         body: Any = response.json()
     except ValueError:
@@ -66,17 +68,17 @@ def _fail(response: httpx.Response) -> None:
     default=None,
     help="Write the markdown here.",
 )
-@_URL_OPT
-@_STATE_OPT
+@URL_OPT
+@STATE_OPT
 def report(consultation: str, out: Path | None, url: str | None, state_dir: Path | None) -> None:
     """Print (or write with --out) the markdown report of CONSULTATION (an id or consultations/ID)."""
     try:
-        with _client(url, state_dir, "clinician") as client:
+        with edge_client(url, state_dir, "clinician") as client:
             response = client.get(f"/v1/{_name(consultation)}")
     except httpx.HTTPError as exc:
         raise click.ClickException(f"cannot reach the edge: {exc}") from None
     if response.status_code != 200:
-        _fail(response)
+        fail(response)
     markdown = response.json()["consultation"].get("report_markdown", "")
     if not markdown:
         raise click.ClickException(
@@ -93,20 +95,20 @@ def report(consultation: str, out: Path | None, url: str | None, state_dir: Path
 @click.argument("consultation")
 @click.argument("question")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole answer as JSON.")
-@_URL_OPT
-@_STATE_OPT
+@URL_OPT
+@STATE_OPT
 def ask(
     consultation: str, question: str, as_json: bool, url: str | None, state_dir: Path | None
 ) -> None:
     """Ask QUESTION about CONSULTATION; the answer cites report sections and evidence passages,
     or says plainly why it cannot answer."""
     try:
-        with _client(url, state_dir, "clinician") as client:
+        with edge_client(url, state_dir, "clinician") as client:
             response = client.post(f"/v1/{_name(consultation)}:ask", json={"question": question})
     except httpx.HTTPError as exc:
         raise click.ClickException(f"cannot reach the edge: {exc}") from None
     if response.status_code != 200:
-        _fail(response)
+        fail(response)
     answer = response.json()
     if as_json:
         click.echo(json.dumps(answer, indent=2))

@@ -10,7 +10,7 @@ from typing import Any
 import click
 import httpx
 
-from utimesh.cli.rest import _STATE_OPT, _URL_OPT, _client, _fail
+from utimesh.cli.rest import STATE_OPT, URL_OPT, edge_client, fail
 
 
 def _name(patient: str) -> str:
@@ -31,18 +31,18 @@ def _facts(title: str, facts: list[dict[str, Any]]) -> None:
 @click.command()
 @click.argument("patient")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole timeline as JSON.")
-@_URL_OPT
-@_STATE_OPT
+@URL_OPT
+@STATE_OPT
 def timeline(patient: str, as_json: bool, url: str | None, state_dir: Path | None) -> None:
     """Show the memory of PATIENT (an id or patients/ID, the opaque id of a consultation's
     `patient`, never the caller's own identifier)."""
     try:
-        with _client(url, state_dir, "clinician") as client:
+        with edge_client(url, state_dir, "clinician") as client:
             response = client.get(f"/v1/{_name(patient)}/timeline")
     except httpx.HTTPError as exc:
         raise click.ClickException(f"cannot reach the edge: {exc}") from None
     if response.status_code != 200:
-        _fail(response)
+        fail(response)
     body = response.json()
     if as_json:
         click.echo(json.dumps(body, indent=2))

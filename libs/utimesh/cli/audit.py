@@ -17,7 +17,7 @@ from rich.table import Table
 
 from mesh.stack import Stack, StackSettings
 from utimesh.db import audit as audit_log
-from utimesh.db.pool import connect, redact_dsn
+from utimesh.db.pool import on_connection, redact_dsn
 
 _T = TypeVar("_T")
 
@@ -42,15 +42,8 @@ def _database_url(given: str | None) -> str:
 
 
 def _run(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[_T]]) -> _T:
-    async def main() -> _T:
-        conn = await connect(dsn, application_name="utimesh-audit")
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
     try:
-        return asyncio.run(main())
+        return asyncio.run(on_connection(dsn, "utimesh-audit", work))
     except audit_log.AuditSchemaMissing as exc:
         raise DatabaseUnreadable(f"{exc} ({redact_dsn(dsn)})") from None
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from utimesh.db.pool import connect, redact_dsn
+from utimesh.db.pool import on_connection, redact_dsn
 from utimesh.evaluation import build, gate, report, reviews, store
 from utimesh.evaluation.datasets import NAMES, Dataset, dataset_path, load_dataset, write_dataset
 from utimesh.evaluation.record import RunRecord, compare
@@ -55,15 +55,8 @@ class _Bar:
 
 
 def _db(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[_T]]) -> _T:
-    async def main() -> _T:
-        conn = await connect(dsn, application_name="utimesh-eval")
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
     try:
-        return asyncio.run(main())
+        return asyncio.run(on_connection(dsn, "utimesh-eval", work))
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise click.ClickException(
             f"database {redact_dsn(dsn)}: {type(exc).__name__}: {exc}"

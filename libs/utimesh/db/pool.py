@@ -6,11 +6,14 @@ forgotten transaction cannot hold a connection or its locks for ever."""
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from collections.abc import Awaitable, Callable
+from typing import TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
+
+_T = TypeVar("_T")
 
 #: What the data functions accept: a plain connection or one acquired from a pool.
 Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy
@@ -61,6 +64,17 @@ async def connect(
         server_settings={"application_name": application_name, "timezone": "UTC"},
         timeout=connect_timeout_s,
     )
+
+
+async def on_connection(
+    dsn: str, application_name: str, work: Callable[[asyncpg.Connection], Awaitable[_T]]
+) -> _T:
+    """Run `work` on one connection (command-line tools), closed afterwards whatever happens."""
+    conn = await connect(dsn, application_name=application_name)
+    try:
+        return await work(conn)
+    finally:
+        await conn.close()
 
 
 def redact_dsn(dsn: str) -> str:

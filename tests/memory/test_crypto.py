@@ -113,7 +113,7 @@ def test_timeline_cli_through_a_fake_edge(monkeypatch: pytest.MonkeyPatch) -> No
     def client(url: str | None, state_dir: object, role: str) -> httpx.Client:
         return httpx.Client(base_url="http://edge", transport=httpx.MockTransport(handler))
 
-    monkeypatch.setattr(mod, "_client", client)
+    monkeypatch.setattr(mod, "edge_client", client)
     out = CliRunner().invoke(mod.timeline, ["p1"])
     assert out.exit_code == 0, out.output
     assert seen == ["/v1/patients/p1/timeline"]

@@ -15,7 +15,7 @@ from google.rpc import error_details_pb2
 
 from services.consult.jobs.store import OperationStore
 from services.consult.jobs.stream import DEAD_LETTERS
-from services.consult.jobs.worker import WorkerConfig
+from services.consult.jobs.worker import Handled, WorkerConfig
 from tests.data.conftest import PgServer, create_database, open_pool
 from tests.jobs.support import JobMesh, consultation, job_mesh, metadata, start_request
 from utimesh.clinical.v1 import clinical_pb2 as pb
@@ -168,6 +168,9 @@ async def test_a_failing_job_is_retried_with_backoff_then_dead_lettered(mesh: Jo
     assert "gave up after 3 attempts" in done.error.message
     assert "TRIAGE_UNAVAILABLE" in done.error.message
     assert await mesh.dbs.pool.fetchval("SELECT count(*) FROM consultations") == 0
+    # Every delivery was acknowledged: failed attempts too (the sweep re-sends; nothing lingers).
+    await asyncio.sleep(0.3)
+    assert (await mesh.redis.xpending("utimesh:jobs:consultations", "workers"))["pending"] == 0
 
 
 async def test_a_job_run_twice_keeps_one_consultation_and_one_memory_update(mesh: JobMesh) -> None:
@@ -175,17 +178,17 @@ async def test_a_job_run_twice_keeps_one_consultation_and_one_memory_update(mesh
     The second run finds the stored consultation and changes nothing."""
     op = await start(mesh, patient_id="MRN-ONCE-1", request_id="rq-once")
     worker = mesh.worker(FAST)
-    assert await worker.handle(op.name)
+    assert await worker.handle(op.name) is Handled.ENDED
     # The lease ran out as if the worker had died before acknowledging; the op is done, so a
     # redelivered message is dropped...
-    assert not await worker.handle(op.name)
+    assert await worker.handle(op.name) is Handled.NOT_OURS
     # ...and even a forced second attempt (state rewound) writes nothing new.
     await mesh.dbs.pool.execute(
         "UPDATE operations SET done = false, state = 'running', lease_until = now() - interval '1s'"
         " WHERE name = $1",
         op.name,
     )
-    assert await worker.handle(op.name)
+    assert await worker.handle(op.name) is Handled.ENDED
     pool = mesh.dbs.pool
     assert await pool.fetchval("SELECT count(*) FROM consultations") == 1
     assert await pool.fetchval("SELECT count(*) FROM memory_updates") == 1
@@ -205,7 +208,7 @@ async def test_a_job_whose_worker_dies_every_time_is_dead_lettered(mesh: JobMesh
         " lease_owner = 'dead', lease_until = now() - interval '1s' WHERE name = $1",
         op.name,
     )
-    assert await mesh.worker(FAST).handle(op.name)
+    assert await mesh.worker(FAST).handle(op.name) is Handled.ENDED
     got = await mesh.operations.GetOperation(
         operations_pb2.GetOperationRequest(name=op.name), timeout=5
     )

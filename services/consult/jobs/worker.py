@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import Enum
 
 import grpc
 
@@ -51,6 +52,14 @@ class WorkerConfig:
     sweep_every_s: float = 2.0
     idle_pause_s: float = 1.0  # after an error talking to Redis or PostgreSQL
     progress_every_s: float = 0.2  # at most one stage write per job per this
+
+
+class Handled(Enum):
+    """What became of one delivery of a job."""
+
+    ENDED = "ended"  # succeeded or dead-lettered here
+    RETRY_LATER = "retry_later"  # this attempt failed; the sweep sends it again when due
+    NOT_OURS = "not_ours"  # done already, cancelled, or another worker holds it
 
 
 @dataclass(frozen=True)
@@ -198,36 +207,37 @@ class Worker:
         PostgreSQL or Redis leaves it pending: it is reclaimed later."""
         op = message.operation
         try:
-            if await self.handle(op, message):
+            outcome = await self.handle(op, message)
+            if outcome is Handled.ENDED:
                 self.completed += 1
-            elif not await self.store.settled(op):
+            elif outcome is Handled.NOT_OURS and not await self.store.settled(op):
                 return  # another worker holds it: leave the message pending (reclaimed later)
+            # ENDED, or RETRY_LATER (the sweep sends the job again when its time comes).
             await self.stream.ack(message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.warning("job left pending", extra={"fields": {"operation": op, "error": repr(exc)}})
 
-    async def handle(self, op: str, message: Message | None = None) -> bool:
-        """Take, run and settle operation `op` (delivered as `message`). True when it reached
-        an end here; False when it was not ours to run or an attempt failed and will retry."""
+    async def handle(self, op: str, message: Message | None = None) -> Handled:
+        """Take, run and settle operation `op` (delivered as `message`)."""
         lease = await self.store.lease(op, self.consumer, self.config.lease_s)
         if lease is None:
-            return False  # done, cancelled, held by a live worker, or not due: a duplicate
+            return Handled.NOT_OURS  # done, cancelled or held by a live worker: a duplicate
         fields = {"operation": op, "attempt": lease.attempts}
         if lease.attempts > lease.max_attempts:  # earlier attempts died with their worker
             why = f"gave up after {lease.max_attempts} attempts (each ended with its worker)"
             if lease.last_error:
                 why += f"; last error {lease.last_error}"
             await self._dead_letter(lease, grpc.StatusCode.ABORTED, why)
-            return True
+            return Handled.ENDED
         if lease.request is None:
             await self._dead_letter(
                 lease,
                 grpc.StatusCode.DATA_LOSS,
                 f"the queued request cannot be read ({lease.unreadable})",
             )
-            return True
+            return Handled.ENDED
         log.info("job started", extra={"fields": fields})
         started = time.monotonic()
         heartbeat = asyncio.create_task(self._heartbeat(op, message))
@@ -242,7 +252,7 @@ class Worker:
                 if not failure.permanent:
                     why = f"gave up after {lease.attempts} attempts; last error {why}"
                 await self._dead_letter(lease, failure.code, why)
-                return True
+                return Handled.ENDED
             delay = backoff_s(lease.attempts, self.config)
             await self.store.retry(
                 op,
@@ -258,7 +268,7 @@ class Worker:
                     "fields": {**fields, "reason": failure.reason, "retry_in_s": round(delay, 2)}
                 },
             )
-            return False
+            return Handled.RETRY_LATER
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -268,7 +278,7 @@ class Worker:
             "job done",
             extra={"fields": {**fields, "ms": round((time.monotonic() - started) * 1000, 1)}},
         )
-        return True
+        return Handled.ENDED
 
     async def _run(self, lease: Lease) -> str:
         request = lease.request

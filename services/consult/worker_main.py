@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 
@@ -33,7 +32,7 @@ from services.consult.main import (
 )
 from utimesh.cache.redis_client import create_redis, redact_url
 from utimesh.kit.logging import configure_logging
-from utimesh.kit.server import ServiceSpec, start_server
+from utimesh.kit.server import ServiceSpec, serve
 from utimesh.kit.settings import ServiceSettings
 
 DEFAULT_PORT = 50056
@@ -108,33 +107,13 @@ async def _main(
             settings.config(),
             consumer=settings.consumer,
         )
-        running = await start_server(health_spec(), settings)
         log.info(
             "worker running",
-            extra={
-                "fields": {
-                    "consumer": worker.consumer,
-                    "concurrency": settings.concurrency,
-                    "health_port": running.port,
-                }
-            },
+            extra={"fields": {"consumer": worker.consumer, "concurrency": settings.concurrency}},
         )
-        if on_started:
-            on_started(running.port)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        jobs = asyncio.create_task(worker.run())
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({jobs, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        log.info("draining", extra={"fields": {"in_flight": len(worker.inflight)}})
-        worker.stop()
-        await worker.drain(settings.grace_seconds)
-        stopper.cancel()
-        await asyncio.gather(jobs, return_exceptions=True)
-        await running.drain(0.5)
-        log.info("stopped", extra={"fields": {"completed": worker.completed}})
+        # Health for probes; on SIGTERM the worker stops taking jobs and finishes its own first.
+        await serve(health_spec(), settings, on_started, background=worker)
+        log.info("worker stopped", extra={"fields": {"completed": worker.completed}})
 
 
 def run(settings: WorkerSettings, on_started: Callable[[int], None] | None = None) -> None:

@@ -14,6 +14,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -114,10 +115,26 @@ async def start_server(spec: ServiceSpec, settings: ServiceSettings) -> RunningS
     )
 
 
+class Background(Protocol):
+    """Work a process does beside serving (a job worker's loops): run until stopped, then
+    finish what is in hand within a grace period."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    async def drain(self, grace_s: float) -> None: ...
+
+
 async def serve(
-    spec: ServiceSpec, settings: ServiceSettings, on_started: Callable[[int], None] | None = None
+    spec: ServiceSpec,
+    settings: ServiceSettings,
+    on_started: Callable[[int], None] | None = None,
+    background: Background | None = None,
 ) -> None:
-    """Run until SIGTERM or SIGINT, then drain gracefully."""
+    """Run until SIGTERM or SIGINT (or until `background` ends by itself), then drain
+    gracefully: the background work first (it stops taking new work and finishes what it
+    holds), then the server."""
     running = await start_server(spec, settings)
     # Startup objects live for the whole process: keep them out of every later full collection
     # (a ~16 ms pause on the first one otherwise).
@@ -141,8 +158,15 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     waiter = asyncio.create_task(running.server.wait_for_termination())
     stopper = asyncio.create_task(stop.wait())
-    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    if stop.is_set():
+    work = asyncio.create_task(background.run()) if background is not None else None
+    await asyncio.wait(
+        {waiter, stopper, *([work] if work else [])}, return_when=asyncio.FIRST_COMPLETED
+    )
+    if background is not None and work is not None:
+        background.stop()
+        await background.drain(settings.grace_seconds)
+        await asyncio.gather(work, return_exceptions=True)
+    if stop.is_set() or work is not None:
         log.info(
             "draining", extra={"fields": {"service": spec.name, "grace_s": settings.grace_seconds}}
         )

@@ -468,13 +468,15 @@ def test_two_stacks_side_by_side(running: Running, stack_log_dirs: list[Path]) -
     second = new_stack(avoid=(first.base_port,))
     stack_log_dirs.append(second.logs)
     try:
-        result = up(second, "--no-edge")
+        result = up(second, "--no-edge", "--workers", "2")
         assert result.returncode == 0, explain(second, result)
         code1, parts1, result1 = status(first)
-        code2, parts2, result2 = status(second)
+        code2, parts2, result2 = status(second)  # probed without UTIMESH_WORKERS set
         assert code1 == 0, explain(first, result1)
         assert code2 == 0, explain(second, result2)
-        assert list(parts2) == [p for p in PARTS if p != "edge"]
+        with_two_workers = [p for p in PARTS if p != "edge"]
+        with_two_workers.insert(with_two_workers.index("worker-1") + 1, "worker-2")
+        assert list(parts2) == with_two_workers
         assert all(p["state"] == "healthy" for p in [*parts1.values(), *parts2.values()])
         assert {p["port"] for p in parts1.values()}.isdisjoint(p["port"] for p in parts2.values())
         assert {p["pid"] for p in parts1.values()}.isdisjoint(p["pid"] for p in parts2.values())

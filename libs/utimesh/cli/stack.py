@@ -16,7 +16,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from mesh.stack import Stack, StackSettings, process_alive, read_status
+from mesh.stack import MAX_WORKERS, Stack, StackSettings, process_alive, read_status
 
 _STATE_OPT = click.option(
     "--state-dir",
@@ -183,7 +183,10 @@ def up(
 async def _probe(stack: Stack, status: dict[str, object]) -> list[tuple[str, str, str, str, str]]:
     from mesh.components import components
 
-    parts = {p.name: p for p in components(stack, with_edge=True)}
+    # Every part the status file may name: as many workers as a stack can have, whatever
+    # UTIMESH_WORKERS says in this shell.
+    every = dataclasses.replace(stack, workers=MAX_WORKERS)
+    parts = {p.name: p for p in components(every, with_edge=True)}
     rows = []
     for name, info in status["components"].items():  # type: ignore[attr-defined]
         part = parts.get(name)

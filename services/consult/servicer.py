@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 from google.longrunning import operations_pb2
 
+from services.consult import DOMAIN
 from services.consult.app import ConsultationApp, Emit
 from services.consult.domain.deliberation import Progress
 from services.consult.jobs.rpcs import Jobs, start_consultation
@@ -24,7 +25,7 @@ from utimesh.kit.errors import FieldViolation, InvalidArgument, ResourceExhauste
 from utimesh.report.v1 import report_pb2 as rpb
 
 SERVICE_NAME = "utimesh.consult.v1.ConsultationService"
-DOMAIN = "consult.utimesh.dev"
+__all__ = ["DOMAIN", "SERVICE_NAME", "ConsultationServicer"]
 MAX_ROUNDS_LIMIT = 5
 MAX_QUESTION_CHARS = 1000
 

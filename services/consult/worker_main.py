@@ -17,6 +17,7 @@ import grpc
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from services.consult import DOMAIN
 from services.consult.domain.ports import EvidencePort
 from services.consult.jobs.stream import JobStream
 from services.consult.jobs.worker import Worker, WorkerConfig
@@ -74,7 +75,7 @@ def health_spec() -> ServiceSpec:
         return None
 
     return ServiceSpec(
-        name="worker", service_names=(HEALTH_NAME,), register=register, domain="consult.utimesh.dev"
+        name="worker", service_names=(HEALTH_NAME,), register=register, domain=DOMAIN
     )
 
 

@@ -71,6 +71,7 @@ from typing import Any
 
 import grpc
 
+from mesh.stack import GRPC_NAMES as SERVICES
 from services.doctor.domain.model_io import DoctorModelOutput, user_message
 from tests.bench.bench_triage import (
     CHANNEL_OPTIONS,
@@ -82,7 +83,7 @@ from tests.bench.bench_triage import (
 )
 from tests.fakes.openai_server import ErrorReply, FakeOpenAI, ReplyLike, delayed, reply
 from utimesh.agents.models import CaseContext
-from utimesh.cli.procs import SERVICES, local_consult_services
+from utimesh.cli.procs import local_consult_services
 from utimesh.clinical.v1 import clinical_pb2 as pb
 from utimesh.codec.clinical import decision_to_proto, intake_to_proto
 from utimesh.consult.v1 import consult_pb2 as cpb

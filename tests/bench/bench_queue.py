@@ -38,10 +38,11 @@ import asyncpg
 import grpc
 
 from mesh.components import PostgresComponent, RedisComponent
+from mesh.stack import GRPC_NAMES as SERVICES
 from mesh.stack import Stack
 from services.consult.worker_main import HEALTH_NAME
 from tests.factories import patient
-from utimesh.cli.procs import SERVICES, free_port, service_process
+from utimesh.cli.procs import free_port, service_process
 from utimesh.codec.clinical import intake_to_proto
 from utimesh.consult.v1 import consult_pb2 as cpb
 from utimesh.consult.v1 import consult_pb2_grpc

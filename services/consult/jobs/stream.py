@@ -105,14 +105,3 @@ class JobStream:
             maxlen=10_000,
             approximate=True,
         )
-
-    async def pending(self) -> int:
-        """Messages delivered but not yet acknowledged."""
-        try:
-            info = await self.redis.xpending(self.stream, self.group)
-        except ResponseError:
-            return 0
-        return int(info["pending"])
-
-    async def length(self) -> int:
-        return int(await self.redis.xlen(self.stream))
